@@ -1,0 +1,183 @@
+#include "event-loop.h"
+
+#include "ns3/fatal-error.h"
+#include "ns3/log.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <sys/epoll.h>
+#include <system_error>
+#include <unistd.h>
+
+namespace ns3
+{
+
+NS_LOG_COMPONENT_DEFINE("UmlEventLoop");
+
+namespace
+{
+// Tokens below this are reserved: 0 = the inner epoll inside the outer one, 1 = a waited fd.
+constexpr uint64_t TOKEN_INNER = 0;
+constexpr uint64_t TOKEN_WAITED = 1;
+constexpr uint64_t TOKEN_FIRST = 2;
+
+int
+RemainingMs(std::chrono::steady_clock::time_point deadline, int64_t timeoutMs)
+{
+    if (timeoutMs < 0)
+    {
+        return -1;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
+    return left < 0 ? 0 : static_cast<int>(left);
+}
+
+void
+EpollAdd(int epfd, int fd, uint64_t token)
+{
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = token;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+    {
+        throw std::system_error(errno, std::generic_category(), "epoll_ctl add");
+    }
+}
+} // namespace
+
+EventLoop::EventLoop()
+    : m_nextToken(TOKEN_FIRST)
+{
+    m_inner = epoll_create1(EPOLL_CLOEXEC);
+    m_outer = epoll_create1(EPOLL_CLOEXEC);
+    if (m_inner < 0 || m_outer < 0)
+    {
+        throw std::system_error(errno, std::generic_category(), "epoll_create1");
+    }
+    EpollAdd(m_outer, m_inner, TOKEN_INNER);
+}
+
+EventLoop::~EventLoop()
+{
+    close(m_outer);
+    close(m_inner);
+}
+
+void
+EventLoop::Watch(int fd, Handler handler, bool inner)
+{
+    if (m_tokens.count(fd))
+    {
+        Unwatch(fd);
+    }
+    uint64_t token = m_nextToken++;
+    EpollAdd(inner ? m_inner : m_outer, fd, token);
+    m_entries[token] = Entry{fd, inner, std::move(handler)};
+    m_tokens[fd] = token;
+}
+
+void
+EventLoop::Unwatch(int fd)
+{
+    auto it = m_tokens.find(fd);
+    if (it == m_tokens.end())
+    {
+        return;
+    }
+    auto& entry = m_entries.at(it->second);
+    epoll_ctl(entry.inner ? m_inner : m_outer, EPOLL_CTL_DEL, fd, nullptr);
+    m_entries.erase(it->second);
+    m_tokens.erase(it);
+}
+
+bool
+EventLoop::IsWatched(int fd) const
+{
+    return m_tokens.count(fd) != 0;
+}
+
+void
+EventLoop::Dispatch(uint64_t token, uint32_t events)
+{
+    auto it = m_entries.find(token);
+    if (it == m_entries.end())
+    {
+        return; // unwatched by an earlier handler of the same batch
+    }
+    // Copy: the handler may unwatch its own descriptor.
+    Handler handler = it->second.handler;
+    handler(events);
+}
+
+bool
+EventLoop::Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs, uint64_t stopToken)
+{
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    epoll_event events[64];
+    while (!done())
+    {
+        int n = epoll_wait(epfd, events, 64, RemainingMs(deadline, timeoutMs));
+        if (n < 0)
+        {
+            if (errno == EINTR)
+            {
+                continue;
+            }
+            throw std::system_error(errno, std::generic_category(), "epoll_wait");
+        }
+        if (n == 0)
+        {
+            return false;
+        }
+        for (int i = 0; i < n; ++i)
+        {
+            uint64_t token = events[i].data.u64;
+            if (token == stopToken)
+            {
+                return true;
+            }
+            if (token == TOKEN_INNER)
+            {
+                // Drain the inner tier without blocking.
+                epoll_event inner[64];
+                int m = epoll_wait(m_inner, inner, 64, 0);
+                for (int j = 0; j < m; ++j)
+                {
+                    Dispatch(inner[j].data.u64, inner[j].events);
+                }
+                continue;
+            }
+            Dispatch(token, events[i].events);
+        }
+    }
+    return true;
+}
+
+bool
+EventLoop::ServeUntil(const std::function<bool()>& done, int64_t timeoutMs)
+{
+    return Serve(m_outer, done, timeoutMs, ~uint64_t{0});
+}
+
+bool
+EventLoop::WaitReadable(int fd, int64_t timeoutMs)
+{
+    EpollAdd(m_inner, fd, TOKEN_WAITED);
+    bool ready = false;
+    try
+    {
+        ready = Serve(m_inner, [] { return false; }, timeoutMs, TOKEN_WAITED);
+    }
+    catch (...)
+    {
+        epoll_ctl(m_inner, EPOLL_CTL_DEL, fd, nullptr);
+        throw;
+    }
+    epoll_ctl(m_inner, EPOLL_CTL_DEL, fd, nullptr);
+    return ready;
+}
+
+} // namespace ns3

@@ -1,0 +1,63 @@
+// The one poll loop of ns3-uml: every guest socket is served here, so that whatever waits
+// for a guest also keeps serving the guests' time sockets (DESIGN.md rule 5).
+#ifndef NS3_UML_EVENT_LOOP_H
+#define NS3_UML_EVENT_LOOP_H
+
+#include <cstdint>
+#include <functional>
+#include <unordered_map>
+
+namespace ns3
+{
+
+/**
+ * Two tiers of file descriptors over two epoll instances. "Inner" descriptors (the time
+ * sockets) are served everywhere, including while a device waits for a guest's reply; "outer"
+ * descriptors (device sockets) only at the top level, so a device never re-enters itself.
+ */
+class EventLoop
+{
+  public:
+    using Handler = std::function<void(uint32_t events)>;
+
+    EventLoop();
+    ~EventLoop();
+    EventLoop(const EventLoop&) = delete;
+    EventLoop& operator=(const EventLoop&) = delete;
+
+    /** Serve fd with handler; inner descriptors are served in nested waits too. */
+    void Watch(int fd, Handler handler, bool inner);
+    /** Stop serving fd (safe from inside any handler). */
+    void Unwatch(int fd);
+    bool IsWatched(int fd) const;
+
+    /**
+     * Serve events until done() holds. timeoutMs < 0 waits forever; the timeout counts wall
+     * time since the call. Returns false on timeout.
+     */
+    bool ServeUntil(const std::function<bool()>& done, int64_t timeoutMs);
+
+    /** Wait until fd is readable, serving only inner descriptors meanwhile. */
+    bool WaitReadable(int fd, int64_t timeoutMs);
+
+  private:
+    struct Entry
+    {
+        int fd;
+        bool inner;
+        Handler handler;
+    };
+
+    bool Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs, uint64_t stopToken);
+    void Dispatch(uint64_t token, uint32_t events);
+
+    int m_inner;                                   //!< epoll of inner descriptors
+    int m_outer;                                   //!< epoll of outer descriptors + m_inner
+    uint64_t m_nextToken;                          //!< tokens survive fd number reuse
+    std::unordered_map<uint64_t, Entry> m_entries; //!< by token
+    std::unordered_map<int, uint64_t> m_tokens;    //!< fd -> token
+};
+
+} // namespace ns3
+
+#endif

@@ -1,0 +1,8 @@
+"""ns3-uml: ns-3 as the clock and the wire for fleets of real Linux (User-Mode-Linux) guests."""
+
+from __future__ import annotations
+
+from .calendar import Calendar, CalendarError
+
+__all__ = ["Calendar", "CalendarError", "__version__"]
+__version__ = "0.1.0"

@@ -1,0 +1,122 @@
+"""Find and load ns-3 and the ns3-uml core (one shared library plus its headers) via cppyy."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+_lock = threading.Lock()
+_ns: ModuleType | None = None
+
+CORE_LIBRARY = "libns3-uml.so"
+CALENDAR_TYPE = "ns3::UmlCalendar"
+HEADERS = ("uml-calendar.h",)
+
+
+def core_dir() -> Path:
+    """Where the built core lives: ``$NS3_UML_CORE_DIR`` (a CMake build tree) or the package."""
+    override = os.environ.get("NS3_UML_CORE_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent / "_core"
+
+
+def _include_dir(base: Path) -> Path:
+    installed = base / "include"
+    if installed.is_dir():
+        return installed
+    # A CMake build tree used in place: headers are still in the source tree.
+    return Path(__file__).resolve().parent.parent / "bindings" / "model"
+
+
+@contextlib.contextmanager
+def _quiet_ns3_search() -> Iterator[None]:
+    """``from ns import ns`` globs PATH, LD_LIBRARY_PATH and the current directory
+    recursively for libraries: from ``/`` or a large home directory that never ends. Import
+    from an empty directory, and keep only the search-path entries that are plain absolute
+    directories other than ``/`` and the home directory (Cling itself needs PATH to find
+    the compiler)."""
+    saved_cwd = os.getcwd()
+    saved = {k: os.environ.get(k) for k in ("PATH", "LD_LIBRARY_PATH")}
+    with tempfile.TemporaryDirectory(prefix="ns3-uml-import-") as empty:
+        try:
+            os.chdir(empty)
+            for key, value in saved.items():
+                if value is not None:
+                    os.environ[key] = _safe_search_path(value, saved_cwd)
+            yield
+        finally:
+            os.chdir(saved_cwd)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def _safe_search_path(value: str, cwd: str) -> str:
+    risky = {"/", os.path.expanduser("~"), cwd}
+    keep = [
+        entry
+        for entry in value.split(os.pathsep)
+        if os.path.isabs(entry) and os.path.normpath(entry) not in risky
+    ]
+    return os.pathsep.join(keep)
+
+
+def load() -> ModuleType:
+    """Import ns-3 (``from ns import ns``), load the ns3-uml core, return the ``ns`` namespace.
+
+    Idempotent and thread-safe. The calendar's TypeId is registered once the library loads.
+    """
+    global _ns
+    with _lock:
+        if _ns is not None:
+            return _ns
+        if importlib.util.find_spec("ns3") is None:
+            raise ImportError("the ns3 package is missing: pip install ns3")
+        with _quiet_ns3_search():
+            from ns import ns  # noqa: PLC0415 (slow: loaded on first use only)
+        import cppyy  # noqa: PLC0415
+
+        base = core_dir()
+        library = base / CORE_LIBRARY
+        if not library.exists():
+            raise ImportError(
+                f"the ns3-uml core {library} is missing: reinstall the package "
+                "(pip install .) or point NS3_UML_CORE_DIR at a CMake build directory"
+            )
+        cppyy.add_include_path(str(_include_dir(base)))
+        for header in HEADERS:
+            cppyy.include(header)
+        cppyy.load_library(str(library))
+        _ns = ns
+        return ns
+
+
+def calendar_class() -> type:
+    """The cppyy proxy of ``ns3::UmlCalendar``."""
+    import cppyy  # noqa: PLC0415
+
+    load()
+    return cppyy.gbl.ns3.UmlCalendar
+
+
+def error_class() -> type:
+    """The cppyy proxy of ``ns3::UmlCalendarError`` (a Python exception class)."""
+    import cppyy  # noqa: PLC0415
+
+    load()
+    return cppyy.gbl.ns3.UmlCalendarError
+
+
+if __name__ == "__main__":  # pragma: no cover - a quick check of an installation
+    load()
+    print("ns3-uml core loaded from", core_dir(), file=sys.stderr)

@@ -1,0 +1,197 @@
+"""The calendar seen from Python: ns-3's SimulatorImpl that also schedules time-travel clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from . import _native
+from .units import parse_time
+
+
+class CalendarError(RuntimeError):
+    """A run stopped because of a client: a crash, a hang, a broken protocol, an interrupt.
+
+    ``kind`` is one of "protocol", "hang", "crash", "timeout", "interrupted", "setup";
+    ``client_id`` is the START id of the client at fault, or None.
+    """
+
+    def __init__(self, kind: str, client_id: int | None, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.client_id = client_id
+
+
+class Calendar:
+    """The UM time-travel calendar, installed as ns-3's simulator implementation.
+
+    Clients (UML guests with ``time-travel=ext:ID:SOCKET``, or any program speaking the
+    protocol) connect to ``socket_path``; their run requests and ns-3's events form one
+    schedule. There is one calendar per process at a time (one ns-3 simulation); ``close()``
+    destroys the simulation and removes the socket.
+
+    ``clients``: how many clients ``run()`` waits for before time starts (they are then
+    ordered by START id). ``shared_memory``: offer shared-memory scheduling. ``tod_epoch_ns``:
+    the guests' time of day at simulated 0 (fixed by default). ``yield_timeout`` and
+    ``connect_timeout``: wall-clock seconds before a client counts as hung or missing.
+    ``max_free_run``: at most this much simulated time (e.g. "100ms") runs without the
+    calendar hearing of it (default: up to the next event of anybody). ``log``: a file that
+    gets every protocol message with its simulated time.
+    """
+
+    _active: "Calendar | None" = None
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str],
+        *,
+        clients: int = 0,
+        shared_memory: bool = True,
+        max_clients: int = 64,
+        tod_epoch_ns: int | None = None,
+        yield_timeout: float = 120.0,
+        connect_timeout: float = 60.0,
+        max_free_run: str | int | float | None = None,
+        log: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if Calendar._active is not None:
+            raise RuntimeError(
+                "a Calendar already exists in this process (ns-3 runs one simulation per "
+                "process): close() it first"
+            )
+        ns = _native.load()
+        self.ns = ns
+        impl_type = ns.StringValue()
+        ns.GlobalValue.GetValueByName("SimulatorImplementationType", impl_type)
+        if impl_type.Get() != _native.CALENDAR_TYPE:
+            ns.GlobalValue.Bind(
+                "SimulatorImplementationType", ns.StringValue(_native.CALENDAR_TYPE)
+            )
+        try:
+            self._impl = _native.calendar_class().Get()
+        except _native.error_class() as exc:
+            raise RuntimeError(
+                "ns-3 already runs with another simulator implementation: create the "
+                "Calendar before the first ns.Simulator call"
+            ) from exc
+        self.socket_path = Path(socket_path)
+        attrs: dict[str, Any] = {
+            "SocketPath": ns.StringValue(str(self.socket_path)),
+            "SharedMemory": ns.BooleanValue(shared_memory),
+            "MaxClients": ns.UintegerValue(max_clients),
+            "YieldTimeout": ns.DoubleValue(yield_timeout),
+            "ConnectTimeout": ns.DoubleValue(connect_timeout),
+            "LogFile": ns.StringValue(str(log) if log else ""),
+        }
+        if tod_epoch_ns is not None:
+            attrs["TodEpoch"] = ns.UintegerValue(tod_epoch_ns)
+        if max_free_run is not None:
+            attrs["MaxFreeRun"] = ns.TimeValue(ns.NanoSeconds(parse_time(max_free_run)))
+        for name, value in attrs.items():
+            self._impl.SetAttribute(name, value)
+        self._impl.ExpectClients(clients)
+        self._closed = False
+        self._wakeup_r: socket.socket | None = None
+        self._wakeup_w: socket.socket | None = None
+        Calendar._active = self
+        # Other Python threads (timers, progress bars, a notebook's kernel) keep running
+        # while C++ blocks; cppyy takes the GIL back for Python events and callbacks.
+        ns.Simulator.Run.__release_gil__ = True
+        self._call(self._impl.Listen)
+
+    @property
+    def impl(self) -> Any:
+        """The C++ ``ns3::UmlCalendar`` (for device code and raw ns-3 use)."""
+        return self._impl
+
+    def register_process(self, client_id: int, pid: int) -> None:
+        """Tell the calendar which child process is behind a client id, so that its abnormal
+        death (not a clean power-off) stops the run with an error naming it."""
+        self._impl.RegisterProcess(client_id, pid)
+
+    def admit(self, n: int) -> None:
+        """Serve until ``n`` more clients have connected and yielded once."""
+        self._call(self._impl.AdmitClients, n)
+
+    def run(self, until: str | int | float | None = None) -> dict[str, Any]:
+        """Run the schedule until ``until`` (simulated, e.g. "10s"), or until nothing is left
+        to do (every client gone or waiting with no request). Returns ``summary()``."""
+        ns = self.ns
+        if until is not None:
+            ns.Simulator.Stop(ns.NanoSeconds(parse_time(until)))
+        self._install_interrupt()
+        try:
+            self._call(ns.Simulator.Run)
+        finally:
+            self._remove_interrupt()
+        return self.summary()
+
+    def now_ns(self) -> int:
+        """The simulated time, in ns."""
+        return int(self.ns.Simulator.Now().GetNanoSeconds())
+
+    def summary(self) -> dict[str, Any]:
+        """Clients (ids, slots, runs, how they left), messages by op, simulated and wall time."""
+        return json.loads(str(self._impl.GetSummaryJson()))
+
+    def close(self) -> None:
+        """Destroy the simulation: close every client and remove the socket file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._impl.Shutdown()
+        self.ns.Simulator.Destroy()
+        Calendar._active = None
+
+    def __enter__(self) -> "Calendar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except _native.error_class() as exc:
+            client = int(exc.GetClientId()) if exc.HasClient() else None
+            raise CalendarError(str(exc.GetKind()), client, str(exc.what())) from None
+
+    def _install_interrupt(self) -> None:
+        # Ctrl-C while C++ blocks in epoll: Python's C-level handler writes the signal number
+        # to the wakeup fd, which the calendar watches; the run then stops cleanly. cppyy's
+        # backend installs its own SIGINT handler when it loads, so Python's is put back
+        # for the run (with a no-op body: the calendar reports the interrupt itself).
+        if threading.current_thread() is not threading.main_thread():
+            return
+        r, w = socket.socketpair()
+        r.setblocking(False)
+        w.setblocking(False)
+        self._saved_handlers = {
+            sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        self._saved_wakeup = signal.set_wakeup_fd(w.fileno())
+        self._wakeup_r, self._wakeup_w = r, w
+        self._impl.SetInterruptFd(r.fileno())
+
+    def _remove_interrupt(self) -> None:
+        if self._wakeup_r is None:
+            return
+        self._impl.SetInterruptFd(-1)
+        signal.set_wakeup_fd(self._saved_wakeup)
+        for sig, handler in self._saved_handlers.items():
+            if handler is None:  # a C-level handler (cppyy's): give Python's usual one
+                handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, handler)
+        self._wakeup_r.close()
+        if self._wakeup_w is not None:
+            self._wakeup_w.close()
+        self._wakeup_r = self._wakeup_w = None
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """Python-level no-op: the calendar sees the signal through the wakeup fd."""

@@ -1,0 +1,158 @@
+"""The ``ns3-uml`` command (also ``python -m ns3_uml``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from .units import format_time, parse_time
+
+
+def _kernel(args: argparse.Namespace) -> int:
+    from . import kernel  # noqa: PLC0415
+
+    try:
+        if args.action == "build":
+            path = kernel.build_kernel(force=args.force, progress=not args.quiet)
+        else:
+            found = kernel.find_kernel()
+            if found is None:
+                print(
+                    "ns3-uml kernel: no kernel built yet: run 'ns3-uml kernel build'",
+                    file=sys.stderr,
+                )
+                return 1
+            path = found
+    except kernel.KernelBuildError as exc:
+        print(f"ns3-uml kernel: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _print_summary(summary: dict, out=sys.stdout) -> None:
+    clients = summary["clients"]
+    print(f"clients: {len(clients)}", file=out)
+    for c in clients:
+        mode = "shared memory" if c["shm"] else "messages"
+        print(
+            f"  id {c['id']:#x}: {c['runs']} runs, {mode}, {c['state']}"
+            + (f" ({c['departure']})" if c["departure"] else ""),
+            file=out,
+        )
+    print("messages (from clients / to clients):", file=out)
+    for op, counts in summary["messages"].items():
+        print(f"  {op:<10} {counts['from_clients']:>10} {counts['to_clients']:>10}", file=out)
+    print(f"hand-offs: {summary['handoffs']}", file=out)
+    print(f"simulated time reached: {format_time(summary['sim_time_ns'])}", file=out)
+    print(f"wall time: {summary['wall_s']:.3f} s", file=out)
+
+
+def _calendar(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from .calendar import Calendar, CalendarError  # noqa: PLC0415
+
+    try:
+        for value in (args.until, args.max_free_run):
+            if value is not None:
+                parse_time(value)
+    except ValueError as exc:
+        print(f"ns3-uml calendar: {exc}", file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    try:
+        with Calendar(
+            args.socket,
+            clients=args.clients,
+            shared_memory=not args.no_shm,
+            tod_epoch_ns=args.tod_epoch,
+            yield_timeout=args.yield_timeout,
+            connect_timeout=args.connect_timeout,
+            max_free_run=args.max_free_run,
+            log=args.log,
+        ) as cal:
+            print(f"calendar listening on {args.socket}", file=sys.stderr, flush=True)
+            summary = cal.run(until=args.until)
+    except CalendarError as exc:
+        print(f"ns3-uml calendar: {exc.kind} error: {exc}", file=sys.stderr)
+        return 130 if exc.kind == "interrupted" else 1
+    except KeyboardInterrupt:
+        print("ns3-uml calendar: interrupted", file=sys.stderr)
+        return 130
+    summary["wall_total_s"] = time.monotonic() - start
+    if args.json:
+        json.dump(summary, sys.stdout)
+        print()
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from .calendar import CalendarError  # noqa: PLC0415
+    from .demo import run_demo  # noqa: PLC0415
+    from .kernel import KernelBuildError  # noqa: PLC0415
+
+    try:
+        return run_demo(Path(args.workdir))
+    except (CalendarError, KernelBuildError) as exc:
+        print(f"ns3-uml demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ns3-uml",
+        description="ns-3 as the clock and the wire for real Linux (UML) guests.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="two real guests on ns-3's clock (builds the kernel)")
+    demo.add_argument("--workdir", default="runs/demo", help="where guest outputs go")
+    demo.set_defaults(func=_demo)
+
+    kern = sub.add_parser("kernel", help="build or locate the guest kernel")
+    kern.add_argument("action", choices=["build", "path"])
+    kern.add_argument("--force", action="store_true", help="rebuild even if cached")
+    kern.add_argument("--quiet", action="store_true", help="no progress display")
+    kern.set_defaults(func=_kernel)
+
+    cal = sub.add_parser(
+        "calendar",
+        help="a standalone time-travel calendar on ns-3's clock",
+        description="Wait for N clients, schedule them on ns-3's clock until TIME or until "
+        "every client has gone, print a summary.",
+    )
+    cal.add_argument("--socket", required=True, help="unix socket path to listen on")
+    cal.add_argument("--clients", type=int, default=0, help="clients to wait for first")
+    cal.add_argument("--until", help="simulated end time, e.g. 10s, 500ms")
+    cal.add_argument("--no-shm", action="store_true", help="no shared-memory scheduling")
+    cal.add_argument("--tod-epoch", type=int, help="time of day at t=0, ns since 1970")
+    cal.add_argument("--log", help="write every message with its simulated time here")
+    cal.add_argument(
+        "--yield-timeout", type=float, default=120.0, help="wall seconds a client may run"
+    )
+    cal.add_argument(
+        "--connect-timeout", type=float, default=60.0, help="wall seconds to wait for clients"
+    )
+    cal.add_argument(
+        "--max-free-run",
+        help="let no client run further ahead than this without reporting back (e.g. 10ms)",
+    )
+    cal.add_argument("--json", action="store_true", help="print the summary as JSON")
+    cal.set_defaults(func=_calendar)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

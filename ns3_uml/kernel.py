@@ -1,0 +1,487 @@
+"""Build and cache the User-Mode-Linux guest kernel.
+
+The kernel is Linux 6.12 from Debian's ``linux-source-6.12`` package, built with
+``ARCH=um``, the project's config fragment (``data/kernel/uml.config``) and its
+patches (``data/kernel/patches/*.patch``). The binary is cached under
+``cache_dir()/kernels/<key>/linux``; the key hashes everything that goes into the
+build, so a changed fragment, patch or source package gives a new kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Iterator
+
+__all__ = [
+    "KERNEL_BUILD_VERSION",
+    "KernelBuildError",
+    "build_kernel",
+    "cache_dir",
+    "check_config",
+    "config_fragment",
+    "ensure_kernel",
+    "find_kernel",
+    "kernel_key",
+    "patch_files",
+    "required_packages",
+]
+
+#: Bump when the build procedure changes in a way the key cannot see.
+KERNEL_BUILD_VERSION = 1
+
+SOURCE_PACKAGE = "linux-source-6.12"
+SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
+
+# Debian packages the build needs (tar and sed are essential, always there).
+BUILD_PACKAGES = (
+    SOURCE_PACKAGE,
+    "xz-utils",
+    "patch",
+    "make",
+    "gcc",
+    "libc6-dev",
+    "flex",
+    "bison",
+    "bc",
+)
+
+DATA_DIR = Path(__file__).resolve().parent / "data" / "kernel"
+
+# Rough number of "  CC foo.o"-style lines `make linux` prints with our config;
+# only used to scale the progress bar.
+_MAKE_STEPS_ESTIMATE = 1650
+_STEP_RE = re.compile(r"^\s{2}([A-Z][A-Z0-9_]*)\s+(\S.*)$")
+
+# Fixed build metadata: `uname -v` inside a guest must not depend on the host.
+_KBUILD_ENV = {
+    "KBUILD_BUILD_TIMESTAMP": "Thu Jan  1 00:00:00 UTC 1970",
+    "KBUILD_BUILD_USER": "ns3-uml",
+    "KBUILD_BUILD_HOST": "ns3-uml",
+    "KBUILD_BUILD_VERSION": "1",
+    "LC_ALL": "C",
+}
+# Variables from the caller's environment that would redirect a kernel build.
+_ENV_DROP = (
+    "ARCH", "CROSS_COMPILE", "O", "KBUILD_OUTPUT", "KCONFIG_CONFIG",
+    "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES", "CC", "LD", "CFLAGS",
+    "LDFLAGS", "KCFLAGS", "KCPPFLAGS", "KBUILD_EXTRA_SYMBOLS", "INSTALL_PATH",
+)
+
+
+class KernelBuildError(RuntimeError):
+    """The guest kernel could not be found or built; the message says why."""
+
+
+# ---------------------------------------------------------------------------
+# Locations and inputs
+
+
+def cache_dir() -> Path:
+    """``$NS3_UML_CACHE`` or ``~/.cache/ns3-uml``."""
+    env = os.environ.get("NS3_UML_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "ns3-uml"
+
+
+def config_fragment() -> Path:
+    """The project's kernel config fragment."""
+    return DATA_DIR / "uml.config"
+
+
+def patch_files() -> list[Path]:
+    """The project's kernel patches, in the order they are applied."""
+    return sorted((DATA_DIR / "patches").glob("*.patch"))
+
+
+def required_packages() -> tuple[str, ...]:
+    """Debian packages the kernel build needs."""
+    return BUILD_PACKAGES
+
+
+def _package_version(package: str) -> str | None:
+    """Installed version of a Debian package, or None."""
+    status = _dpkg_status([package])
+    return status.get(package)
+
+
+def _dpkg_status(packages: list[str]) -> dict[str, str]:
+    """Map of the given packages that are installed to their versions."""
+    try:
+        proc = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev} ${Version}\n",
+             *packages],
+            capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise KernelBuildError(
+            "dpkg-query not found: building the guest kernel needs a Debian or "
+            "Ubuntu host (or set NS3_UML_KERNEL to a prebuilt UML kernel)") from None
+    found: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        # "ii" (installed, no error flag) is the only usable state.
+        if len(parts) >= 3 and parts[1] == "ii":
+            found[parts[0].split(":")[0]] = parts[2]
+    return found
+
+
+def kernel_key() -> str:
+    """Short hash over everything that decides the kernel binary.
+
+    Inputs: the source package's version and tarball size, the config fragment,
+    the patches (names and contents) and ``KERNEL_BUILD_VERSION``. Raises
+    KernelBuildError when the source package is not installed.
+    """
+    version = _package_version(SOURCE_PACKAGE)
+    if version is None:
+        raise KernelBuildError(f"{SOURCE_PACKAGE} is not installed")
+    try:
+        size = SOURCE_TARBALL.stat().st_size
+    except OSError as exc:
+        raise KernelBuildError(
+            f"{SOURCE_PACKAGE} {version} is installed but {SOURCE_TARBALL} is "
+            f"missing ({exc.strerror}); reinstall the package") from None
+    h = hashlib.sha256()
+    h.update(f"ns3-uml kernel v{KERNEL_BUILD_VERSION}\n".encode())
+    h.update(f"{SOURCE_PACKAGE} {version} {size}\n".encode())
+    h.update(b"config\n" + config_fragment().read_bytes())
+    for patch in patch_files():
+        h.update(f"patch {patch.name}\n".encode() + patch.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _kernel_dir(key: str) -> Path:
+    return cache_dir() / "kernels" / key
+
+
+def _usable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+# ---------------------------------------------------------------------------
+# Public entry points
+
+
+def find_kernel() -> Path | None:
+    """The kernel to use: ``$NS3_UML_KERNEL``, else the cached build, else None."""
+    env = os.environ.get("NS3_UML_KERNEL")
+    if env:
+        path = Path(env).expanduser()
+        if not _usable(path):
+            raise KernelBuildError(
+                f"NS3_UML_KERNEL={env} does not exist or is not executable")
+        return path.resolve()
+    try:
+        key = kernel_key()
+    except KernelBuildError:
+        return None
+    path = _kernel_dir(key) / "linux"
+    return path if _usable(path) else None
+
+
+def ensure_kernel(progress: bool = True) -> Path:
+    """The guest kernel, built first if there is none yet."""
+    return find_kernel() or build_kernel(progress=progress)
+
+
+def build_kernel(force: bool = False, progress: bool = True) -> Path:
+    """Build the guest kernel into the cache (unless cached) and return its path.
+
+    ``force`` rebuilds even when a cached binary exists. Concurrent callers
+    serialise on a lock file; the final binary appears atomically.
+    """
+    ui = _Progress(progress)
+    _ensure_packages(ui)
+    key = kernel_key()
+    kdir = _kernel_dir(key)
+    final = kdir / "linux"
+    if _usable(final) and not force:
+        return final
+    kdir.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(kdir.parent / f"{key}.lock", ui):
+        # Someone else may have finished the same build while we waited.
+        if _usable(final) and not force:
+            return final
+        return _build_locked(key, kdir, ui)
+
+
+# ---------------------------------------------------------------------------
+# System packages
+
+
+def _ensure_packages(ui: _Progress) -> None:
+    packages = list(BUILD_PACKAGES)
+    missing = [p for p in packages if p not in _dpkg_status(packages)]
+    if not missing:
+        return
+    command = "apt-get install -y " + " ".join(missing)
+    if os.geteuid() != 0:
+        raise KernelBuildError(
+            "building the guest kernel needs these packages, which are not "
+            f"installed: {', '.join(missing)}\nInstall them with:\n"
+            f"  sudo {command}\n"
+            "(run `sudo apt-get update` first if apt cannot find them)")
+    ui.say(f"Installing {' '.join(missing)} ...")
+    log = cache_dir() / "apt.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh machine has empty package lists: update first only then, or when
+    # the install fails without it.
+    if not _apt_lists_present() or not _apt_install(missing, log):
+        _apt(["apt-get", "update"], log)
+        if not _apt_install(missing, log):
+            raise KernelBuildError(
+                f"`{command}` failed even after `apt-get update`; see {log}")
+    still = [p for p in missing if p not in _dpkg_status(missing)]
+    if still:
+        raise KernelBuildError(
+            f"packages still missing after apt-get: {', '.join(still)}; see {log}")
+
+
+def _apt_lists_present() -> bool:
+    lists = Path("/var/lib/apt/lists")
+    return any(lists.glob("*_Packages*"))
+
+
+def _apt_install(packages: list[str], log: Path) -> bool:
+    return _apt(["apt-get", "install", "-y", "--no-install-recommends", *packages],
+                log) == 0
+
+
+def _apt(argv: list[str], log: Path) -> int:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.STDOUT, env=env, check=False).returncode
+
+
+# ---------------------------------------------------------------------------
+# The build
+
+
+@contextlib.contextmanager
+def _locked(path: Path, ui: _Progress) -> Iterator[None]:
+    with open(path, "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            ui.say(f"Waiting for another build of this kernel (lock {path}) ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_locked(key: str, kdir: Path, ui: _Progress) -> Path:
+    builds = cache_dir() / "build"
+    builds.mkdir(parents=True, exist_ok=True)
+    # Trees of this key left by an interrupted build: we hold its lock now.
+    for stale in builds.glob(f"{key}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    kdir.mkdir(parents=True, exist_ok=True)
+    log_path = kdir / "build.log"
+    work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=builds))
+    tree = work / "linux"
+    started = time.monotonic()
+    try:
+        with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+            runner = _Runner(log, log_path, ui)
+            ui.say(f"Building the UML guest kernel {key} (takes minutes; log: {log_path})")
+            _unpack(tree, runner)
+            _apply_patches(tree, runner)
+            _configure(tree, runner, log_path)
+            jobs = len(os.sched_getaffinity(0)) or 1
+            runner.run(["make", "ARCH=um", f"-j{jobs}", "linux"], tree,
+                       phase="make linux", count_steps=True)
+            binary = tree / "linux"
+            if not _usable(binary):
+                raise KernelBuildError(f"make finished but left no {binary}; see {log_path}")
+            # .config first, binary last: the binary's presence means complete.
+            _install_atomic(tree / ".config", kdir / "config", 0o644)
+            _install_atomic(binary, kdir / "linux", 0o755)
+            log.write(f"\nbuilt in {time.monotonic() - started:.0f} s\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ui.say(f"Kernel ready: {kdir / 'linux'} ({time.monotonic() - started:.0f} s)")
+    return kdir / "linux"
+
+
+def _unpack(tree: Path, runner: _Runner) -> None:
+    tree.mkdir()
+    runner.run(["tar", "-xJf", str(SOURCE_TARBALL), "-C", str(tree),
+                "--strip-components=1"], tree, phase="unpack source")
+
+
+def _apply_patches(tree: Path, runner: _Runner) -> None:
+    for patch in patch_files():
+        runner.run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)], tree,
+                   phase=f"apply {patch.name}")
+
+
+def _configure(tree: Path, runner: _Runner, log_path: Path) -> None:
+    runner.run(["make", "ARCH=um", "defconfig"], tree, phase="defconfig")
+    runner.run(["scripts/kconfig/merge_config.sh", "-m", ".config",
+                str(config_fragment())], tree, phase="merge config fragment")
+    runner.run(["make", "ARCH=um", "olddefconfig"], tree, phase="olddefconfig")
+    problems = check_config(config_fragment(), tree / ".config")
+    if problems:
+        raise KernelBuildError(
+            "the kernel configuration did not come out as requested in "
+            f"{config_fragment()}:\n  " + "\n  ".join(problems)
+            + f"\n(a dependency in the Kconfig files is not met; log: {log_path})")
+
+
+def parse_config(text: str) -> dict[str, str | None]:
+    """Symbols of a .config or fragment: value, or None for "is not set"."""
+    result: dict[str, str | None] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r"^(CONFIG_\w+)=(.*)$", line)
+        if m:
+            result[m[1]] = m[2]
+            continue
+        m = re.match(r"^# (CONFIG_\w+) is not set$", line)
+        if m:
+            result[m[1]] = None
+    return result
+
+
+# Why a wanted option can come out wrong, for the error message.
+_CONFIG_HINTS = {
+    "CONFIG_UML_TIME_TRAVEL_SUPPORT":
+        "arch/um/Kconfig: needs !RAID6_PQ_BENCHMARK and !SMP",
+    "CONFIG_MAGIC_SYSRQ": "arch/um/Kconfig: needs MCONSOLE unless patch 0002 is applied",
+}
+
+
+def check_config(fragment: Path, config: Path) -> list[str]:
+    """Differences between what ``fragment`` asks for and the final ``config``."""
+    want = parse_config(fragment.read_text())
+    have = parse_config(config.read_text())
+    problems = []
+    for sym, value in want.items():
+        got = have.get(sym)
+        if got == value:
+            continue
+        problem = (f"{sym}: wanted {'not set' if value is None else value}, "
+                   f"got {'not set' if got is None else got}")
+        if sym in _CONFIG_HINTS:
+            problem += f" ({_CONFIG_HINTS[sym]})"
+        problems.append(problem)
+    return problems
+
+
+def _install_atomic(src: Path, dst: Path, mode: int) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, mode)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _build_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+    env.update(_KBUILD_ENV)
+    return env
+
+
+class _Runner:
+    """Runs build commands with their output in the log and a progress display."""
+
+    def __init__(self, log: IO[str], log_path: Path, ui: _Progress) -> None:
+        self.log = log
+        self.log_path = log_path
+        self.ui = ui
+
+    def run(self, argv: list[str], cwd: Path, phase: str,
+            count_steps: bool = False) -> None:
+        self.log.write(f"\n$ (cd {cwd} && {' '.join(argv)})\n")
+        self.log.flush()
+        # Own process group, so an interrupt can take down all of make's children.
+        proc = subprocess.Popen(argv, cwd=cwd, env=_build_env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        assert proc.stdout is not None
+        bar = self.ui.bar(phase, _MAKE_STEPS_ESTIMATE if count_steps else None)
+        tail: list[str] = []
+        try:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                self.log.write(line + "\n")
+                tail = (tail + [line])[-15:]
+                m = _STEP_RE.match(line)
+                bar.step(m[2] if m else None, counted=bool(m))
+            rc = proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        finally:
+            bar.close()
+            self.log.flush()
+        if rc != 0:
+            raise KernelBuildError(
+                f"kernel build step `{' '.join(argv)}` failed (exit {rc}); full log: "
+                f"{self.log_path}\nlast lines:\n  " + "\n  ".join(tail))
+
+
+class _Progress:
+    """tqdm-based progress on stderr, or nothing when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def say(self, msg: str) -> None:
+        if self.enabled:
+            print(msg, file=sys.stderr, flush=True)
+
+    def bar(self, phase: str, total: int | None) -> _Bar:
+        return _Bar(phase, total, self.enabled)
+
+
+class _Bar:
+    def __init__(self, phase: str, total: int | None, enabled: bool) -> None:
+        self.bar = None
+        self.total = total
+        if enabled:
+            from tqdm import tqdm  # only needed when a build really runs
+            # Counted phases get a bar; the others a line count and the last target.
+            self.bar = tqdm(total=total, desc=phase, unit=" files",
+                            file=sys.stderr, dynamic_ncols=True, leave=False,
+                            bar_format=None if total else "{desc} [{elapsed}]{postfix}")
+
+    def step(self, target: str | None, counted: bool) -> None:
+        if self.bar is None:
+            return
+        if self.total is None or counted:
+            # Never run past the estimate: the bar would look broken.
+            if self.total is None or self.bar.n < self.total - 1:
+                self.bar.update(1)
+        if target:
+            self.bar.set_postfix_str(target[-40:], refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

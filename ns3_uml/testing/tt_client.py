@@ -1,0 +1,1064 @@
+"""Reference client of the UM time-travel protocol, modelled on UML 6.12.
+
+The class :class:`TTClient` speaks the client ("host") side of the protocol the
+way ``arch/um/kernel/time.c`` of Linux 6.12 does, function by function:
+
+=============================  ===========================================
+time.c                         here
+=============================  ===========================================
+time_travel_set_time           ``_set_time``
+time_travel_setup_shm          ``_setup_shm``
+time_travel_handle_message     ``_handle_message``
+time_travel_ext_req            ``ext_req``
+time_travel_ext_update_request ``ext_update_request``
+__time_travel_propagate_time   ``propagate_time``
+time_travel_ext_request        ``ext_request``
+time_travel_ext_wait           ``ext_wait``
+time_travel_ext_get_time       ``ext_get_time``
+__time_travel_update_time      ``_update_time_once``
+__time_travel_add_event        ``add_event``
+time_travel_del_event          ``del_event``
+time_travel_update_time        ``update_time``
+time_travel_ndelay             ``ndelay``
+time_travel_add_irq_event      ``add_irq_event``
+time_travel_sleep              ``idle_sleep``
+time_travel_set_start          ``get_tod`` (returns what
+                               read_persistent_clock64 computes)
+timer_read                     ``read_clock``
+bc_store                       ``broadcast``
+=============================  ===========================================
+
+A vhost-user device interrupt is modelled by an "irq" stream socket: every
+byte that arrives on it is one interrupt message, handled like
+``vu_req_read_message`` does (``time_travel_add_irq_event``, then one reply
+byte).  Interrupts are taken where UML takes SIGIO time-travel handlers: while
+waiting for RUN, and at interrupt points while running, never inside an ACK
+wait (UML blocks signals hard there and runs the handlers right after).
+
+Everything UML would ``panic()`` or ``BUG_ON()`` on raises :class:`TTPanic`.
+
+Command line: ``python -m ns3_uml.testing.tt_client --socket PATH --id N
+[--no-shm] [--script JSON|@file] [--out FILE] [--irq-socket PATH] [--offset NS]
+[--tod-start NS] [--timeout S]``.  The script is a JSON list of steps, run
+while the client is running after START:
+
+* ``{"op": "get_tod"}``, ``{"op": "update"}`` (propagate_time),
+  ``{"op": "broadcast", "value": V}``, ``{"op": "idle"}`` (one idle pass)
+* ``{"op": "sleep", "ns": N}``, ``{"op": "sleep_until", "t": T}``,
+  ``{"op": "ndelay", "ns": N}``, ``{"op": "read_clock", "count": K}``
+* ``{"op": "wait_irq", "count": K}``: idle until K more interrupts ran
+* ``{"op": "repeat", "count": K, "steps": [...]}``
+* ``{"op": "exit"}``: poweroff now (close while running)
+* error injection: ``{"op": "hang", "seconds": S}`` (forever without S),
+  ``{"op": "raw", "hex": "0100"}``, ``{"op": "short_and_close", "bytes": 8}``,
+  ``{"op": "unknown_op", "value": 127, "wait_ack": true}``,
+  ``{"op": "send_as_calendar", "msg": "RUN"|"FREE_UNTIL", "time": T}``,
+  ``{"op": "wrong_seq_ack", "delta": 1}`` (the next ACK we write is wrong)
+
+At the end the client departs like a poweroff and writes the JSON of
+:meth:`TTClient.result` plus ``status``.  Exit status: 0 ok, 2 protocol
+failure (where UML panics; one line on stderr), 3 timeout, 1 other errors.
+This module must stay cheap to import: benchmarks start many of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import select
+import socket
+import struct
+import sys
+import time as _wall
+from typing import Any, Callable, Iterable
+
+from ns3_uml.protocol import (
+    CAP_TIME_SHARE,
+    FLAG_REQ_RUN,
+    MAX_FDS,
+    MSG,
+    MSG_SIZE,
+    SHM_CLIENT_OFF_CAPA,
+    SHM_CLIENT_OFF_FLAGS,
+    SHM_CLIENT_OFF_REQ_TIME,
+    SHM_HEADER_SIZE,
+    SHM_OFF_CURRENT_TIME,
+    SHM_OFF_FREE_UNTIL,
+    SHM_OFF_LEN,
+    SHM_OFF_RUNNING_ID,
+    SHM_OFF_VERSION,
+    SHM_VERSION,
+    START_ACK_ID_MASK,
+    TIME_NEVER,
+    TIMER_MULTIPLIER,
+    Op,
+    client_offset,
+)
+
+__all__ = [
+    "TTClient",
+    "TTEvent",
+    "TTPanic",
+    "TTLinkBroken",
+    "TTTimeout",
+    "run_script",
+    "main",
+]
+
+U32_MASK = 0xFFFF_FFFF
+U64_MASK = (1 << 64) - 1
+#: UML passes -1 as the time of WAIT/GET/GET_TOD; on the wire that is all ones.
+TIME_MINUS_ONE = U64_MASK
+#: UML's default START id when none is given on the command line (~0ULL).
+DEFAULT_ID = U64_MASK
+#: S64_MAX: what time_travel_sleep() asks for when nothing is pending.
+S64_MAX = TIME_NEVER
+
+_U16 = struct.Struct("=H")
+_U32 = struct.Struct("=I")
+_U64 = struct.Struct("=Q")
+
+# time_travel_message_handling
+TTMH_IDLE = 0
+TTMH_POLL = 1
+TTMH_READ = 2
+TTMH_READ_START_ACK = 3
+
+_OP_NAMES = {int(op): op.name for op in Op}
+
+
+def _op_name(op: int) -> str:
+    return _OP_NAMES.get(op, f"OP_{op}")
+
+
+class TTPanic(RuntimeError):
+    """A condition on which UML 6.12 panics or hits a BUG_ON."""
+
+
+class TTLinkBroken(TTPanic):
+    """The calendar closed the time socket ("external link is broken")."""
+
+
+class TTTimeout(TimeoutError):
+    """Our own guard (UML would block forever): nothing arrived in time."""
+
+
+class TTEvent:
+    """``struct time_travel_event``: one entry of the client's event list."""
+
+    __slots__ = ("name", "fn", "time", "pending", "onstack")
+
+    def __init__(self, name: str, fn: Callable[[TTEvent], None] | None = None,
+                 onstack: bool = False) -> None:
+        self.name = name
+        self.fn = fn
+        self.time = 0
+        self.pending = False
+        self.onstack = onstack
+
+    def __repr__(self) -> str:
+        state = "pending" if self.pending else "idle"
+        return f"TTEvent({self.name!r}, time={self.time}, {state})"
+
+
+class TTClient:
+    """One time-travel client, behaving like a UML 6.12 guest's time.c.
+
+    ``socket_path`` is the calendar's listening socket (or pass a connected
+    ``sock``).  ``client_id`` is the START id (UML default ``~0``).
+    ``use_shm=False`` makes the client refuse shared memory (it still receives
+    and closes the fds, as UML always does).  ``irq`` is a connected stream
+    socket or a path to connect to after START; each byte on it is one device
+    interrupt.  ``tod_start`` mirrors UML's ``time-travel-start=`` (no GET_TOD
+    then).  ``offset`` is the calendar time at START if the caller knows it
+    (message mode cannot learn it; shm mode uses the page's value).
+    ``timeout`` (seconds) bounds every blocking wait; UML has none.
+    """
+
+    def __init__(self, socket_path: str | None = None,
+                 client_id: int = DEFAULT_ID, *,
+                 sock: socket.socket | None = None,
+                 use_shm: bool = True,
+                 irq: str | socket.socket | None = None,
+                 tod_start: int | None = None,
+                 offset: int | None = None,
+                 timeout: float | None = None) -> None:
+        if socket_path is None and sock is None:
+            raise ValueError("need socket_path or sock")
+        self.socket_path = socket_path
+        self.client_id = client_id & U64_MASK
+        self.use_shm = use_shm
+        self.timeout = timeout
+        self._sock = sock
+        self._irq_spec = irq
+        self._irq: socket.socket | None = None
+
+        # --- state of time.c -------------------------------------------
+        self.time = 0                       # time_travel_time (local ns)
+        self.shm_offset = 0                 # time_travel_shm_offset
+        self.waiting = 0                    # time_travel_ext_waiting
+        self.prev_request_valid = False
+        self.prev_request = 0
+        self.seq = 0                        # static seq of ext_req
+        self.next_event = 0                 # time_travel_next_event
+        self.bc_message = 0
+        self._free_until_ptr: str | None = None   # None / "own" / "shm"
+        self._own_free_until = 0            # _time_travel_ext_free_until
+        self._last_propagated = 0           # static in propagate_time
+        self._tod_start_set = tod_start is not None
+        self._tod_start = (tod_start or 0) & U64_MASK
+        self.shm: mmap.mmap | None = None
+        self.shm_id = 0                     # time_travel_shm_id
+        self._shm_client = 0                # byte offset of own entry
+        self.events: list[TTEvent] = []     # time_travel_events
+        self.timer_event = TTEvent("timer", self._timer_fired)
+        self.irq_event = TTEvent("irq", self._irq_fired)
+        self._signals_blocked = 0           # block_signals_hard depth
+        self._in_irq = False
+
+        # --- bookkeeping (not in UML) -----------------------------------
+        self.slot: int | None = None        # START ACK time & 0xffff
+        self.start_fds: int | None = None   # fds that came with START ACK
+        self._known_offset = offset
+        self.started = False
+        self.closed = False
+        self.sent: dict[str, int] = {}
+        self.received: dict[str, int] = {}
+        self.log: list[dict[str, Any]] = []
+        self.runs: list[dict[str, Any]] = []
+        self.irqs: list[dict[str, Any]] = []
+        self.broadcasts: list[dict[str, Any]] = []
+        self.tods: list[int] = []
+        self.warnings: list[str] = []
+        self.timers_fired = 0
+        self.irqs_handled = 0
+        self._wrong_ack_delta = 0
+        self._warned_unknown = False
+        self._poll_time: select.poll | None = None
+        self._poll_both: select.poll | None = None
+
+    # ------------------------------------------------------------------
+    # helpers
+    # ------------------------------------------------------------------
+    @property
+    def offset(self) -> int:
+        """Calendar time minus local time (shm: from the page; else given or 0)."""
+        if self.shm is not None:
+            return self.shm_offset
+        return self._known_offset or 0
+
+    @property
+    def offset_known(self) -> bool:
+        return self.shm is not None or self._known_offset is not None
+
+    def calendar_time(self, local: int | None = None) -> int:
+        """Local time converted to the calendar's time base."""
+        return ((self.time if local is None else local) + self.offset) & U64_MASK
+
+    @property
+    def free_until(self) -> int | None:
+        """What ``*time_travel_ext_free_until`` reads now (None: NULL pointer)."""
+        if self._free_until_ptr is None:
+            return None
+        if self._free_until_ptr == "own":
+            return self._own_free_until
+        return self._shm_get(_U64, SHM_OFF_FREE_UNTIL)
+
+    def first_event(self) -> TTEvent | None:
+        """time_travel_first_event()."""
+        return self.events[0] if self.events else None
+
+    def _record(self, event: str, local: int | None = None,
+                **extra: Any) -> dict[str, Any]:
+        local = self.time if local is None else local
+        entry = {"event": event, "local": local,
+                 "calendar": self.calendar_time(local)}
+        entry.update(extra)
+        self.log.append(entry)
+        return entry
+
+    def _count(self, table: dict[str, int], op: int) -> None:
+        name = _op_name(op)
+        table[name] = table.get(name, 0) + 1
+
+    def _warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self._record("warning", text=text)
+
+    def _shm_get(self, fmt: struct.Struct, off: int) -> int:
+        assert self.shm is not None
+        try:
+            return fmt.unpack_from(self.shm, off)[0]
+        except struct.error as exc:
+            # UML would read past its mapping and crash
+            raise TTPanic(f"shared memory access out of range at {off}") from exc
+
+    def _shm_put(self, fmt: struct.Struct, off: int, value: int) -> None:
+        assert self.shm is not None
+        try:
+            fmt.pack_into(self.shm, off, value)
+        except struct.error as exc:
+            raise TTPanic(f"shared memory access out of range at {off}") from exc
+
+    def _require_sock(self) -> socket.socket:
+        if self._sock is None:
+            raise RuntimeError("client not started")
+        return self._sock
+
+    # ------------------------------------------------------------------
+    # raw message I/O
+    # ------------------------------------------------------------------
+    def _write_msg(self, op: int, seq: int, time: int) -> None:
+        # os_write_file(): one write(), result ignored by UML
+        data = MSG.pack(op & U32_MASK, seq & U32_MASK, time & U64_MASK)
+        try:
+            self._require_sock().send(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self._warn(f"write of {_op_name(op)} failed: peer gone")
+        self._count(self.sent, op)
+
+    def _wait_time_readable(self) -> None:
+        """Block until the time socket is readable (only with a timeout)."""
+        if self.timeout is None:
+            return
+        if self._poll_time is None:
+            self._poll_time = select.poll()
+            self._poll_time.register(self._require_sock(), select.POLLIN)
+        if not self._poll_time.poll(self.timeout * 1000.0):
+            raise TTTimeout(f"no message from the calendar in {self.timeout} s")
+
+    def _idle_poll(self) -> None:
+        """``while (os_poll(1, &ext_fd) != 0)`` with SIGIO handlers live.
+
+        Interrupts (irq socket bytes) are serviced while waiting; the time
+        socket wins when both are readable.
+        """
+        sock = self._require_sock()
+        if self._irq is None or self._in_irq or self._signals_blocked:
+            self._wait_time_readable()
+            return
+        if self._poll_both is None:
+            self._poll_both = select.poll()
+            self._poll_both.register(sock, select.POLLIN)
+            self._poll_both.register(self._irq, select.POLLIN)
+        tfd = sock.fileno()
+        timeout = None if self.timeout is None else self.timeout * 1000.0
+        while True:
+            ready = self._poll_both.poll(timeout)
+            if not ready:
+                raise TTTimeout(
+                    f"no message from the calendar in {self.timeout} s")
+            if any(fd == tfd for fd, _ in ready):
+                return
+            self._service_irq()
+            if self._irq is None:          # irq peer went away
+                self._wait_time_readable()
+                return
+
+    def _read_msg(self, mode: int) -> tuple[int, int, int]:
+        """Read one message like time_travel_handle_message's read part."""
+        sock = self._require_sock()
+        if mode != TTMH_READ:
+            self._idle_poll()
+        else:
+            self._wait_time_readable()
+        try:
+            if mode == TTMH_READ_START_ACK:
+                data, fds, _flags, _addr = socket.recv_fds(sock, MSG_SIZE,
+                                                           MAX_FDS)
+            else:
+                data, fds = sock.recv(MSG_SIZE), []
+        except ConnectionResetError:
+            data, fds = b"", []
+        if mode == TTMH_READ_START_ACK:
+            if len(data) == MSG_SIZE:
+                self._take_start_fds(data, fds)
+            else:
+                for fd in fds:
+                    os.close(fd)
+        if not data:
+            raise TTLinkBroken("time-travel external link is broken")
+        if len(data) != MSG_SIZE:
+            raise TTPanic(f"invalid time-travel message - {len(data)} bytes")
+        op, seq, time = MSG.unpack(data)
+        self._count(self.received, op)
+        return op, seq, time
+
+    def _take_start_fds(self, data: bytes, fds: list[int]) -> None:
+        """The fd part of TTMH_READ_START_ACK: memfd -> shm setup, close log fd."""
+        _op, _seq, time = MSG.unpack(data)
+        self.start_fds = len(fds)
+        self.slot = time & START_ACK_ID_MASK
+        if len(fds) < MAX_FDS:
+            # 6.12 would use uninitialised fd numbers (0 = its own stdin)
+            self._warn(f"START ACK carried {len(fds)} fds; UML 6.12 needs 2")
+        for fd in fds[MAX_FDS:]:
+            os.close(fd)
+        if fds:
+            if self.use_shm:
+                self._setup_shm(fds[0], self.slot)
+            else:
+                os.close(fds[0])
+        if len(fds) > 1:
+            os.close(fds[1])     # "we don't use the logging for now"
+
+    # ------------------------------------------------------------------
+    # time.c, function by function
+    # ------------------------------------------------------------------
+    def _set_time(self, ns: int) -> None:
+        if ns < self.time:
+            raise TTPanic(
+                f"time-travel: time goes backwards {self.time} -> {ns}")
+        if ns >= S64_MAX:
+            raise TTPanic("The system was going to sleep forever, aborting")
+        self.time = ns
+
+    def _setup_shm(self, fd: int, slot: int) -> None:
+        try:
+            try:
+                head = mmap.mmap(fd, SHM_HEADER_SIZE, mmap.MAP_SHARED,
+                                 mmap.PROT_READ | mmap.PROT_WRITE)
+            except (OSError, ValueError) as exc:
+                self._warn(f"shm mmap failed: {exc}")
+                return
+            version = _U32.unpack_from(head, SHM_OFF_VERSION)[0]
+            length = _U32.unpack_from(head, SHM_OFF_LEN)[0]
+            if version != SHM_VERSION or length < client_offset(slot + 1):
+                head.close()
+                self._record("shm_refused", version=version, len=length)
+                return
+            head.close()
+            try:
+                # os_mremap_rw_shared(): the whole length the page announces
+                self.shm = mmap.mmap(fd, length, mmap.MAP_SHARED,
+                                     mmap.PROT_READ | mmap.PROT_WRITE)
+            except (OSError, ValueError) as exc:
+                self._warn(f"shm remap to {length} bytes failed: {exc}")
+                return
+            self.shm_offset = self._shm_get(_U64, SHM_OFF_CURRENT_TIME)
+            self._shm_client = client_offset(slot)
+            capa_off = self._shm_client + SHM_CLIENT_OFF_CAPA
+            self._shm_put(_U32, capa_off,
+                          self._shm_get(_U32, capa_off) | CAP_TIME_SHARE)
+            self.shm_id = slot
+            # always look at the page's free_until from now on
+            self._free_until_ptr = "shm"
+            self._record("shm", slot=slot, len=length,
+                         shm_offset=self.shm_offset)
+        finally:
+            os.close(fd)
+
+    def _handle_message(self, mode: int) -> tuple[int, int, int]:
+        op, seq, time = self._read_msg(mode)
+        if op == Op.ACK:
+            return op, seq, time
+        if op == Op.RUN:
+            self._set_time(time)
+            # RUN inside an ACK wait is consumed here and never seen by ext_wait
+            nested = mode in (TTMH_READ, TTMH_READ_START_ACK)
+            entry = {"local": time, "calendar": self.calendar_time(time)}
+            if nested:
+                entry["in_ack_wait"] = True
+            self.runs.append(entry)
+            self._record("run", time, **({"in_ack_wait": True} if nested
+                                         else {}))
+            if self.shm is not None:
+                flags_off = self._shm_client + SHM_CLIENT_OFF_FLAGS
+                self._shm_put(_U32, flags_off,
+                              self._shm_get(_U32, flags_off) & ~FLAG_REQ_RUN)
+                return op, seq, time      # no ACK for shm RUN
+        elif op == Op.FREE_UNTIL:
+            self._record("free_until", value=time, ignored=self.shm is not None)
+            if self.shm is None:
+                self._free_until_ptr = "own"
+                self._own_free_until = time
+        elif op == Op.BROADCAST:
+            self.bc_message = time
+            self.broadcasts.append({"value": time, "local": self.time,
+                                    "calendar": self.calendar_time()})
+            self._record("broadcast", value=time)
+        else:
+            # WARN_ONCE, then ACKed like any other message
+            if not self._warned_unknown:
+                self._warned_unknown = True
+                self.warnings.append(f"time-travel: unexpected message {op}")
+            self._record("unexpected_message", op=op, value=time)
+        ack_seq = seq
+        if self._wrong_ack_delta:
+            ack_seq = (seq + self._wrong_ack_delta) & U32_MASK
+            self._wrong_ack_delta = 0
+        self._write_msg(Op.ACK, ack_seq, 0)
+        return op, seq, time
+
+    def ext_req(self, op: int, time: int) -> int:
+        """time_travel_ext_req(): send, then read until our ACK; returns ACK.time."""
+        self.seq = (self.seq + 1) & U32_MASK
+        mseq = self.seq
+        time &= U64_MASK
+        self._signals_blocked += 1          # block_signals_hard()
+        try:
+            self._write_msg(op, mseq, time)
+            msg = (op, mseq, time)
+            # no ACK expected for WAIT in shared memory mode
+            if not (op == Op.WAIT and self.shm is not None):
+                mode = TTMH_READ_START_ACK if op == Op.START else TTMH_READ
+                while msg[0] != Op.ACK:
+                    msg = self._handle_message(mode)
+                if msg[1] != mseq:
+                    raise TTPanic(
+                        "time-travel: ACK message has different seqno! "
+                        f"op={msg[0]}, seq={msg[1]} != {mseq} time={msg[2]}")
+                if op == Op.GET:
+                    self._set_time(msg[2])
+            result = msg[2]
+        finally:
+            self._signals_blocked -= 1
+        # unblock_signals_hard(): interrupts that came meanwhile run now
+        self._irq_point()
+        return result
+
+    def ext_update_request(self, time: int) -> None:
+        """time_travel_ext_update_request()."""
+        if self.prev_request_valid and time == self.prev_request:
+            return
+        # running and allowed past it: nothing to tell
+        fu = self.free_until
+        if (not self.waiting and fu is not None
+                and time < ((fu - self.shm_offset) & U64_MASK)):
+            return
+        self.prev_request = time
+        self.prev_request_valid = True
+        if self.shm is not None:
+            running = self._shm_get(_U16, SHM_OFF_RUNNING_ID)
+            capa = self._shm_get(_U32,
+                                 client_offset(running) + SHM_CLIENT_OFF_CAPA)
+            if capa & CAP_TIME_SHARE:
+                flags_off = self._shm_client + SHM_CLIENT_OFF_FLAGS
+                self._shm_put(_U32, flags_off,
+                              self._shm_get(_U32, flags_off) | FLAG_REQ_RUN)
+                abs_time = (time + self.shm_offset) & U64_MASK
+                self._shm_put(_U64, self._shm_client + SHM_CLIENT_OFF_REQ_TIME,
+                              abs_time)
+                if abs_time < self._shm_get(_U64, SHM_OFF_FREE_UNTIL):
+                    self._shm_put(_U64, SHM_OFF_FREE_UNTIL, abs_time)
+                return
+        self.ext_req(Op.REQUEST, time)
+
+    def propagate_time(self) -> None:
+        """__time_travel_propagate_time(): what UML does before a device kick."""
+        if self.shm is not None:
+            if self._shm_get(_U16, SHM_OFF_RUNNING_ID) != self.shm_id:
+                raise TTPanic("time-travel: setting time while not running")
+            self._shm_put(_U64, SHM_OFF_CURRENT_TIME,
+                          (self.time + self.shm_offset) & U64_MASK)
+            return
+        if self._last_propagated == self.time:
+            return
+        self.ext_req(Op.UPDATE, self.time)
+        self._last_propagated = self.time
+
+    def ext_request(self, time: int) -> bool:
+        """time_travel_ext_request(): True if we must WAIT for ``time``."""
+        fu = self.free_until
+        if (not self.waiting and fu is not None
+                and time < ((fu - self.shm_offset) & U64_MASK)):
+            return False
+        self.ext_update_request(time)
+        return True
+
+    def ext_wait(self, idle: bool = False) -> None:
+        """time_travel_ext_wait(): WAIT, then serve messages until RUN."""
+        self.prev_request_valid = False
+        if self.shm is None:
+            self._free_until_ptr = None     # FREE_UNTIL is forgotten here
+        self.waiting += 1
+        self.ext_req(Op.WAIT, TIME_MINUS_ONE)
+        mode = TTMH_IDLE if idle else TTMH_POLL
+        op = Op.ACK
+        while op != Op.RUN:
+            op = self._handle_message(mode)[0]
+        self.waiting -= 1
+        # we might request more stuff while polling - reset when we run
+        self.prev_request_valid = False
+
+    def ext_get_time(self) -> None:
+        """time_travel_ext_get_time()."""
+        if self.shm is not None:
+            now = self._shm_get(_U64, SHM_OFF_CURRENT_TIME)
+            self._set_time((now - self.shm_offset) & U64_MASK)
+        else:
+            self.ext_req(Op.GET, TIME_MINUS_ONE)
+
+    def _update_time_once(self, ns: int, idle: bool) -> None:
+        """__time_travel_update_time()."""
+        if self.ext_request(ns):
+            self.ext_wait(idle)
+        else:
+            self._set_time(ns)
+
+    def add_event(self, time: int, fn: Callable[[TTEvent], None] | None = None,
+                  *, event: TTEvent | None = None) -> TTEvent:
+        """__time_travel_add_event(): queue ``event`` (or a new one) at ``time``.
+
+        A pending event is left alone ("first wins"), as in UML.
+        """
+        if event is None:
+            event = TTEvent("event", fn or self._plain_event_fired)
+        if event.pending:
+            return event
+        event.pending = True
+        event.time = time
+        for i, tmp in enumerate(self.events):
+            # equal on-stack events: the later one must be dequeued first
+            if tmp.time > time or (tmp.time == time and tmp.onstack
+                                   and event.onstack):
+                self.events.insert(i, event)
+                break
+        else:
+            self.events.append(event)
+        first = self.events[0]
+        self.ext_update_request(first.time)
+        self.next_event = first.time
+        return event
+
+    def del_event(self, event: TTEvent) -> bool:
+        """time_travel_del_event()."""
+        if not event.pending:
+            return False
+        self.events.remove(event)
+        event.pending = False
+        return True
+
+    def _deliver_event(self, event: TTEvent) -> None:
+        # UML may defer non-timer events to the irq list while irqs are off;
+        # local time does not move in between, so delivering now is the same.
+        if event.fn is not None:
+            event.fn(event)
+
+    def update_time(self, next_time: int, idle: bool = False) -> None:
+        """time_travel_update_time(): run events up to ``next_time``.
+
+        With ``idle`` (the idle loop) it returns after one step, as UML does.
+        """
+        ne = TTEvent("on-stack", None, onstack=True)
+        self.add_event(next_time, event=ne)
+        finished = idle
+        while True:
+            self._irq_point()
+            e = self.first_event()
+            if e is None:
+                raise TTPanic("BUG: empty event list in update_time")
+            self._update_time_once(e.time, idle)
+            # new events may have been inserted while we were waiting
+            if e is self.first_event():
+                self.del_event(e)
+                if self.time != e.time:
+                    raise TTPanic(f"BUG: time {self.time} != event time "
+                                  f"{e.time} after it was run")
+                if e is ne:
+                    finished = True
+                else:
+                    if e.onstack:
+                        raise TTPanic("On-stack event dequeued outside of "
+                                      f"the stack! time={self.time}")
+                    self._deliver_event(e)
+            e = self.first_event()
+            if e is not None:
+                self.ext_update_request(e.time)
+            if not (ne.pending and not finished):
+                break
+        self.del_event(ne)
+
+    def ndelay(self, ns: int) -> None:
+        """time_travel_ndelay(): busy-advance local time by ``ns``."""
+        self.update_time(self.time + ns, False)
+
+    def read_clock(self) -> int:
+        """timer_read(): costs TIMER_MULTIPLIER ns unless waiting."""
+        if not self.waiting:
+            self.update_time(self.time + TIMER_MULTIPLIER, False)
+        return self.time // TIMER_MULTIPLIER
+
+    def idle_sleep(self) -> None:
+        """time_travel_sleep(): one pass of the idle loop."""
+        self.update_time(S64_MAX, True)
+
+    def sleep_until(self, t: int) -> None:
+        """A kernel timer at ``t`` (one-shot clockevent) and idle until it fired."""
+        if t < self.time:
+            raise ValueError(f"sleep_until({t}) is in the past (now {self.time})")
+        # itimer_next_event(): re-arm the one timer event
+        self.del_event(self.timer_event)
+        self.add_event(t, event=self.timer_event)
+        while self.timer_event.pending:
+            self.idle_sleep()
+
+    def sleep(self, ns: int) -> None:
+        """Sleep ``ns`` of simulated time like a guest timer sleep."""
+        self.sleep_until(self.time + ns)
+
+    def wait_irq(self) -> None:
+        """Idle until one more device interrupt has been delivered."""
+        handled = self.irqs_handled
+        while self.irqs_handled == handled:
+            self.idle_sleep()
+
+    def _timer_fired(self, _event: TTEvent) -> None:
+        self.timers_fired += 1
+
+    def _plain_event_fired(self, event: TTEvent) -> None:
+        self._record("event", event.time)
+
+    def add_irq_event(self) -> None:
+        """time_travel_add_irq_event() for the modelled device interrupt."""
+        self.ext_get_time()
+        was_pending = self.irq_event.pending
+        # no latency modelled: run the interrupt at exactly "now"
+        self.add_event(self.time, event=self.irq_event)
+        if was_pending:
+            if self.irqs:
+                self.irqs[-1]["coalesced"] = self.irqs[-1].get("coalesced", 0) + 1
+        else:
+            self.irqs.append({"received_local": self.time,
+                              "received_calendar": self.calendar_time(),
+                              "waiting": bool(self.waiting)})
+        self._record("irq_received", coalesced=was_pending)
+
+    def _irq_fired(self, _event: TTEvent) -> None:
+        self.irqs_handled += 1
+        for rec in reversed(self.irqs):
+            if "handled_local" not in rec:
+                rec["handled_local"] = self.time
+                rec["handled_calendar"] = self.calendar_time()
+                break
+        self._record("irq_handled")
+
+    def get_tod(self) -> int:
+        """Wall clock as read_persistent_clock64() computes it (boot sequence)."""
+        if not self._tod_start_set:
+            start = self.ext_req(Op.GET_TOD, TIME_MINUS_ONE)
+            # controller gave us the *current* time, so adjust by that
+            self.ext_get_time()
+            self._tod_start = (start - self.time) & U64_MASK
+            self._tod_start_set = True
+        value = (self._tod_start + self.time) & U64_MASK
+        self.tods.append(value)
+        self._record("tod", value=value)
+        return value
+
+    def broadcast(self, value: int) -> None:
+        """bc_store(): send a BROADCAST and wait for its ACK."""
+        self.bc_message = value & U64_MASK
+        self.ext_req(Op.BROADCAST, value)
+
+    # ------------------------------------------------------------------
+    # interrupts
+    # ------------------------------------------------------------------
+    def _irq_point(self) -> None:
+        """A point where a pending SIGIO time-travel handler would run."""
+        if (self._irq is None or self._in_irq or self._signals_blocked
+                or self.closed):
+            return
+        if select.select([self._irq], [], [], 0)[0]:
+            self._service_irq()
+
+    def _service_irq(self) -> None:
+        """vu_req_read_message(): drain the irq socket, one event per byte."""
+        irq = self._irq
+        if irq is None or self._in_irq:
+            return
+        self._in_irq = True
+        try:
+            while True:
+                try:
+                    data = irq.recv(4096, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except ConnectionResetError:
+                    data = b""
+                if not data:
+                    self._record("irq_socket_closed")
+                    self._close_irq()
+                    break
+                for _ in data:
+                    self.add_irq_event()
+                    # reply only after GET + REQUEST, like UML's REPLY_ACK
+                    try:
+                        irq.send(b"\x00")
+                    except OSError:
+                        self._warn("irq reply failed: peer gone")
+        finally:
+            self._in_irq = False
+
+    def _close_irq(self) -> None:
+        if self._irq is not None:
+            if self._poll_both is not None:
+                self._poll_both = None
+            self._irq.close()
+            self._irq = None
+
+    # ------------------------------------------------------------------
+    # life cycle
+    # ------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect the irq socket, then the calendar: START(id), take the ACK's fds.
+
+        The irq socket is connected first (UML probes devices later) so that a
+        harness may accept it before it lets the calendar run; a unix-socket
+        connect() never needs the peer's accept().
+        """
+        spec = self._irq_spec
+        if isinstance(spec, socket.socket):
+            self._irq = spec
+        elif spec is not None:
+            irq = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            irq.connect(spec)
+            self._irq = irq
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self.socket_path)
+            except OSError as exc:
+                sock.close()
+                raise TTPanic("time-travel: failed to connect to external "
+                              f"socket {self.socket_path}: {exc}") from exc
+            self._sock = sock
+        self.ext_req(Op.START, self.client_id)
+        self.started = True
+        self._record("started", slot=self.slot, shm=self.shm is not None)
+
+    def exit_running(self) -> None:
+        """Depart like a UML poweroff: close the socket while running, no WAIT."""
+        self._record("exit")
+        self.close()
+
+    def close(self) -> None:
+        """Release sockets and the mapping (no protocol action)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._close_irq()
+        if self._sock is not None:
+            self._sock.close()
+        if self.shm is not None:
+            self.shm.close()
+
+    # ------------------------------------------------------------------
+    # deliberate protocol violations, for error tests
+    # ------------------------------------------------------------------
+    def send_raw(self, data: bytes) -> None:
+        """Write arbitrary bytes on the time socket."""
+        self._require_sock().sendall(data)
+        self.sent["RAW"] = self.sent.get("RAW", 0) + 1
+
+    def send_short_and_close(self, nbytes: int = 8) -> None:
+        """Send the first ``nbytes`` of a REQUEST, then close the socket."""
+        self.seq = (self.seq + 1) & U32_MASK
+        data = MSG.pack(Op.REQUEST, self.seq, self.time)[:nbytes]
+        self.send_raw(data)
+        self.close()
+
+    def send_unknown_op(self, op: int = 0x7F, time: int = 0,
+                        wait_ack: bool = True) -> int | None:
+        """Send a message with an op the protocol does not define."""
+        if wait_ack:
+            return self.ext_req(op, time)
+        self.seq = (self.seq + 1) & U32_MASK
+        self._write_msg(op, self.seq, time)
+        return None
+
+    def send_as_calendar(self, op: int = Op.RUN, time: int | None = None) -> None:
+        """Send RUN or FREE_UNTIL (calendar-only ops) without waiting for anything."""
+        self.seq = (self.seq + 1) & U32_MASK
+        self._write_msg(op, self.seq, self.time if time is None else time)
+
+    def ack_next_with_wrong_seq(self, delta: int = 1) -> None:
+        """Make the next ACK this client writes carry seq + ``delta``."""
+        self._wrong_ack_delta = delta or 1
+
+    def hang(self, seconds: float | None = None) -> None:
+        """Stop talking (and reading) while running; forever if ``seconds`` is None."""
+        self._record("hang", seconds=seconds)
+        if seconds is None:
+            while True:
+                _wall.sleep(3600)
+        _wall.sleep(seconds)
+
+    # ------------------------------------------------------------------
+    # results
+    # ------------------------------------------------------------------
+    def result(self) -> dict[str, Any]:
+        """Everything a test or benchmark wants to know, JSON-ready."""
+        return {
+            "id": self.client_id,
+            "slot": self.slot,
+            "shm": self.shm is not None,
+            "offset": self.offset,
+            "offset_known": self.offset_known,
+            "start_fds": self.start_fds,
+            "runs": self.runs,
+            "irqs": self.irqs,
+            "broadcasts": self.broadcasts,
+            "tods": self.tods,
+            "messages": {"sent": dict(self.sent),
+                         "received": dict(self.received)},
+            "final_time": self.time,
+            "timers_fired": self.timers_fired,
+            "warnings": self.warnings,
+            "log": self.log,
+        }
+
+
+# ----------------------------------------------------------------------
+# scripts
+# ----------------------------------------------------------------------
+class _ScriptExit(Exception):
+    pass
+
+
+def run_script(client: TTClient, steps: Iterable[dict[str, Any]]) -> bool:
+    """Run script steps on a started client; True if an "exit" step departed."""
+    try:
+        _run_steps(client, steps)
+    except _ScriptExit:
+        return True
+    return False
+
+
+def _run_steps(client: TTClient, steps: Iterable[dict[str, Any]]) -> None:
+    for step in steps:
+        client._irq_point()
+        op = step.get("op")
+        if op == "get_tod":
+            client.get_tod()
+        elif op == "sleep":
+            client.sleep(int(step["ns"]))
+        elif op == "sleep_until":
+            client.sleep_until(int(step["t"]))
+        elif op == "ndelay":
+            client.ndelay(int(step["ns"]))
+        elif op == "read_clock":
+            for _ in range(int(step.get("count", 1))):
+                client.read_clock()
+        elif op == "idle":
+            client.idle_sleep()
+        elif op == "update":
+            client.propagate_time()
+        elif op == "broadcast":
+            client.broadcast(int(step["value"]))
+        elif op == "wait_irq":
+            for _ in range(int(step.get("count", 1))):
+                client.wait_irq()
+        elif op == "repeat":
+            for _ in range(int(step["count"])):
+                _run_steps(client, step["steps"])
+        elif op == "exit":
+            client.exit_running()
+            raise _ScriptExit
+        elif op == "hang":
+            seconds = step.get("seconds")
+            client.hang(None if seconds is None else float(seconds))
+        elif op == "raw":
+            client.send_raw(bytes.fromhex(step["hex"]))
+        elif op == "short_and_close":
+            client.send_short_and_close(int(step.get("bytes", 8)))
+            raise _ScriptExit
+        elif op == "unknown_op":
+            client.send_unknown_op(int(step.get("value", 0x7F)),
+                                   int(step.get("time", 0)),
+                                   bool(step.get("wait_ack", True)))
+        elif op == "send_as_calendar":
+            name = str(step.get("msg", "RUN")).upper()
+            client.send_as_calendar(Op[name], step.get("time"))
+        elif op == "wrong_seq_ack":
+            client.ack_next_with_wrong_seq(int(step.get("delta", 1)))
+        else:
+            raise ValueError(f"unknown script op {op!r}")
+
+
+def _load_script(text: str | None) -> list[dict[str, Any]]:
+    if not text:
+        return []
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as fh:
+            text = fh.read()
+    steps = json.loads(text)
+    if not isinstance(steps, list):
+        raise ValueError("script must be a JSON list of steps")
+    return steps
+
+
+def _parse_id(text: str) -> int:
+    """Parse like kstrtoull(s, 0): 0x.. hex, 0.. octal, else decimal."""
+    text = text.strip()
+    if len(text) > 1 and text[0] == "0" and text[1].isdigit():
+        return int(text, 8)
+    value = int(text, 0)
+    if not 0 <= value <= U64_MASK:
+        raise ValueError(f"id {text} out of range")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ns3_uml.testing.tt_client",
+        description="UM time-travel client behaving like a UML 6.12 guest.")
+    parser.add_argument("--socket", required=True, help="calendar socket path")
+    parser.add_argument("--id", default=str(DEFAULT_ID),
+                        help="START id (base auto-detected, e.g. 0x1a)")
+    parser.add_argument("--no-shm", action="store_true",
+                        help="do not use shared memory even if offered")
+    parser.add_argument("--script", help="JSON list of steps, or @file")
+    parser.add_argument("--out", help="write the JSON result here (default stdout)")
+    parser.add_argument("--irq-socket", help="socket path delivering interrupts")
+    parser.add_argument("--offset", type=int, default=None,
+                        help="calendar time at START, if known (message mode)")
+    parser.add_argument("--tod-start", type=int, default=None,
+                        help="like time-travel-start=: no GET_TOD at boot")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="give up if the calendar is silent this long (s)")
+    args = parser.parse_args(argv)
+
+    try:
+        steps = _load_script(args.script)
+        client_id = _parse_id(args.id)
+    except (OSError, ValueError) as exc:
+        print(f"tt_client: bad arguments: {exc}", file=sys.stderr)
+        return 1
+
+    client = TTClient(args.socket, client_id, use_shm=not args.no_shm,
+                      irq=args.irq_socket, tod_start=args.tod_start,
+                      offset=args.offset, timeout=args.timeout)
+    status, error = 0, None
+    try:
+        client.start()
+        run_script(client, steps)
+        if not client.closed:
+            client.exit_running()
+    except TTPanic as exc:
+        status, error = 2, f"panic: {exc}"
+    except TTTimeout as exc:
+        status, error = 3, f"timeout: {exc}"
+    except (OSError, ValueError, KeyError) as exc:
+        status, error = 1, f"error: {exc}"
+    finally:
+        client.close()
+    if error is not None:
+        print(f"tt_client[{args.id}]: {error}", file=sys.stderr)
+
+    result = client.result()
+    result["status"] = "ok" if status == 0 else error
+    text = json.dumps(result)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        print(text)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,491 @@
+"""Protocol conformance of the C++ calendar, with reference clients as separate processes."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import ns3_uml
+from ns3_uml import CalendarError, protocol
+
+US = 1_000
+
+
+def run_log(log: Path) -> list[tuple[int, int]]:
+    """(simulated ns, client id) of every RUN the calendar sent, in order."""
+    runs = []
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if parts[2] == "<-" and parts[3] == "RUN":
+            runs.append((int(parts[0]), int(parts[1], 16)))
+    return runs
+
+
+def messages(log: Path, client_id: int) -> list[tuple[int, str, str]]:
+    """(simulated ns, direction, op) of one client's messages."""
+    out = []
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if parts[1] == hex(client_id):
+            out.append((int(parts[0]), parts[2], parts[3]))
+    return out
+
+
+def sleeps(*ns: int) -> list[dict]:
+    return [{"op": "sleep", "ns": n} for n in ns]
+
+
+def test_protocol_constants_match_the_core():
+    import cppyy
+
+    ns3_uml._native.load()
+    tt = cppyy.gbl.ns3.tt
+    for op in protocol.Op:
+        assert int(getattr(tt, f"OP_{op.name}")) == op.value
+    assert tt.SHM_VERSION == protocol.SHM_VERSION
+    assert tt.SHM_HEADER_SIZE == protocol.SHM_HEADER_SIZE
+    assert tt.SHM_CLIENT_SIZE == protocol.SHM_CLIENT_SIZE
+    assert tt.CAP_TIME_SHARE == protocol.CAP_TIME_SHARE
+    assert tt.FLAG_REQ_RUN == protocol.FLAG_REQ_RUN
+    assert tt.START_ACK_ID_MASK == protocol.START_ACK_ID_MASK
+    assert tt.TIME_NEVER == protocol.TIME_NEVER
+    cppyy.cppdef(
+        """
+        #include <cstddef>
+        namespace ns3uml_test {
+        size_t header_off(int i) {
+            using H = ns3::tt::ShmHeader;
+            const size_t o[] = {offsetof(H, version), offsetof(H, len), offsetof(H, free_until),
+                                offsetof(H, current_time), offsetof(H, running_id),
+                                offsetof(H, max_clients)};
+            return o[i];
+        }
+        size_t client_off(int i) {
+            using C = ns3::tt::ShmClient;
+            const size_t o[] = {offsetof(C, capa), offsetof(C, flags), offsetof(C, req_time),
+                                offsetof(C, name)};
+            return o[i];
+        }
+        }"""
+    )
+    f = cppyy.gbl.ns3uml_test
+    assert [f.header_off(i) for i in range(6)] == [
+        protocol.SHM_OFF_VERSION, protocol.SHM_OFF_LEN, protocol.SHM_OFF_FREE_UNTIL,
+        protocol.SHM_OFF_CURRENT_TIME, protocol.SHM_OFF_RUNNING_ID, protocol.SHM_OFF_MAX_CLIENTS,
+    ]
+    assert [f.client_off(i) for i in range(4)] == [
+        protocol.SHM_CLIENT_OFF_CAPA, protocol.SHM_CLIENT_OFF_FLAGS,
+        protocol.SHM_CLIENT_OFF_REQ_TIME, protocol.SHM_CLIENT_OFF_NAME,
+    ]
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_every_op(make_calendar, clients, socket_path, tmp_path, shm):
+    log = tmp_path / "cal.log"
+    epoch = 1_600_000_000 * 10**9
+    cal = make_calendar(clients=2, shared_memory=shm, tod_epoch_ns=epoch, log=log)
+    a = clients(
+        socket_path,
+        1,
+        [{"op": "get_tod"}, *sleeps(10 * US), {"op": "update"}, {"op": "broadcast", "value": 0xAB},
+         *sleeps(5 * US)],
+        shm=shm,
+    )
+    b = clients(socket_path, 2, [{"op": "get_tod"}, *sleeps(12 * US, 20 * US)], shm=shm)
+    summary = cal.run()
+    ra, rb = a.result(), b.result()
+    assert ra["status"] == rb["status"] == "ok"
+    assert ra["shm"] is shm and rb["shm"] is shm
+    # GET_TOD: the configured epoch plus the simulated time (0 at boot).
+    assert ra["tods"] == [epoch] and rb["tods"] == [epoch]
+    # RUN at exactly the requested times; b runs at 12 us and 32 us, a at 10 and 15 us.
+    assert [r["local"] for r in ra["runs"]] == [10 * US, 15 * US]
+    assert [r["local"] for r in rb["runs"]] == [12 * US, 32 * US]
+    # BROADCAST relayed to the other client only.
+    assert [m["value"] for m in rb["broadcasts"]] == [0xAB]
+    assert ra["broadcasts"] == []
+    assert summary["sim_time_ns"] == 32 * US
+    assert [c["id"] for c in summary["clients"]] == [1, 2]
+    assert all(c["departure"] == "left while running" for c in summary["clients"])
+    assert all(c["shm"] is shm for c in summary["clients"])
+    msgs = summary["messages"]
+    assert msgs["START"]["from_clients"] == 2
+    assert msgs["GET_TOD"]["from_clients"] == 2
+    assert msgs["BROADCAST"] == {"from_clients": 1, "to_clients": 1}
+    if shm:
+        # Requests, time and free-until travel through the page: no REQUEST, UPDATE, GET
+        # or FREE_UNTIL messages at all; RUN and WAIT are not acknowledged.
+        for op in ("REQUEST", "UPDATE", "GET", "FREE_UNTIL"):
+            assert op not in msgs
+        assert msgs["RUN"]["to_clients"] == msgs["WAIT"]["from_clients"] == 4 - 2 + 2
+    else:
+        assert msgs["UPDATE"]["from_clients"] == 1
+        assert msgs["GET"]["from_clients"] == 2  # UML's boot: GET_TOD then GET
+        assert msgs["FREE_UNTIL"]["to_clients"] == msgs["RUN"]["to_clients"]
+    assert run_log(log) == [(10 * US, 1), (12 * US, 2), (15 * US, 1), (32 * US, 2)]
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_same_time_runs_in_id_order_every_time(make_calendar, clients, socket_path, tmp_path, shm):
+    ids = [0x30, 0x5, 0x1A, 0x2]
+    orders = []
+    for attempt in range(2):
+        log = tmp_path / f"cal{attempt}.log"
+        cal = make_calendar(clients=len(ids), shared_memory=shm, log=log)
+        # Started in a different order each time; all ask for the same times.
+        started = ids if attempt == 0 else list(reversed(ids))
+        procs = [clients(socket_path, i, sleeps(US, US, 3 * US), shm=shm) for i in started]
+        cal.run()
+        for p in procs:
+            assert p.result()["status"] == "ok"
+        orders.append(run_log(log))
+        cal.close()
+    expected = [(t, i) for t in (US, 2 * US, 5 * US) for i in sorted(ids)]
+    assert orders[0] == expected
+    assert orders[1] == expected
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_free_until_is_the_next_event_of_anybody(make_calendar, clients, socket_path, tmp_path, shm):
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=2, shared_memory=shm, log=log)
+    # a's timers at 1, 2, ..., 10 us; b wants 3.5 us. a may run freely up to 3.5 us only.
+    a = clients(socket_path, 1, sleeps(*[US] * 10), shm=shm)
+    b = clients(socket_path, 2, sleeps(3500), shm=shm)
+    cal.run()
+    assert a.result()["status"] == b.result()["status"] == "ok"
+    assert run_log(log) == [(US, 1), (3500, 2), (4 * US, 1)]
+    assert [r["local"] for r in a.result()["runs"]] == [US, 4 * US]
+    assert a.result()["timers_fired"] == 10
+    if not shm:
+        grants = [(t, m) for t, d, m in messages(log, 1) if m == "FREE_UNTIL"]
+        times = [int(line.split("time=")[1]) for line in log.read_text().splitlines()
+                 if " 0x1 <- FREE_UNTIL" in line]
+        # Granted again before every RUN (UML forgets it at WAIT): b's request, then never.
+        assert times == [3500, protocol.TIME_NEVER]
+        assert len(grants) == 2
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_ns3_events_interleave_at_exact_times(make_calendar, clients, socket_path, tmp_path, shm):
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=1, shared_memory=shm, log=log)
+    ns = cal.ns
+    a = clients(socket_path, 7, sleeps(*[1000] * 5), shm=shm)
+    seen: list[tuple[int, int]] = []
+
+    def event() -> None:
+        seen.append((int(ns.Simulator.Now().GetNanoSeconds()), int(cal.impl.GetHandoffCount())))
+
+    for t in (500, 2500, 3000, 7000):
+        ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(t), event)
+    cal.run()
+    assert a.result()["status"] == "ok"
+    # Granted free running up to the next ns-3 event: its 2 us timer needs no RUN, its 3 us
+    # one does (the event at 2.5 us intervenes), 4 and 5 us run freely until 7 us.
+    assert run_log(log) == [(1000, 7), (3000, 7)]
+    assert a.result()["timers_fired"] == 5
+    # (time, RUNs before it): the event at 3000 was scheduled first, so it precedes the guest.
+    assert seen == [(500, 0), (2500, 1), (3000, 1), (7000, 2)]
+
+
+def _interrupt_scenario(make_calendar, clients, socket_path, log, shm):
+    cal = make_calendar(clients=2, shared_memory=shm, log=log)
+    ns = cal.ns
+    a = clients(socket_path, 1, sleeps(*[1000] * 5), shm=shm)
+    b = clients(socket_path, 2, [{"op": "wait_irq"}, *sleeps(700)], shm=shm, irq=True)
+    replies = []
+
+    def device() -> None:
+        # A device raising b's interrupt and waiting for b's answer, as vhost-user does.
+        b.irq.sendall(b"\x01")
+        cal.impl.WaitForReply(b.irq.fileno(), 2)
+        replies.append((int(ns.Simulator.Now().GetNanoSeconds()), b.irq.recv(1)))
+
+    ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(2500), device)
+    cal.run()
+    assert a.result()["status"] == b.result()["status"] == "ok"
+    return cal, a, b, replies
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_interrupt_while_waiting(make_calendar, clients, socket_path, tmp_path, shm):
+    log = tmp_path / "cal.log"
+    _, a, b, replies = _interrupt_scenario(make_calendar, clients, socket_path, log, shm)
+    assert [(t, len(r)) for t, r in replies] == [(2500, 1)]
+    rb = b.result()
+    assert [i["received_local"] for i in rb["irqs"]] == [2500]
+    # b runs at the interrupt's time, before a's timer at 3000, then at its own timer; a
+    # runs freely up to the next event of anybody (its 2 and 5 us timers need no RUN).
+    assert run_log(log) == [(1000, 1), (2500, 2), (3000, 1), (3200, 2), (4000, 1)]
+    assert a.result()["timers_fired"] == 5
+    b_all = messages(log, 2)
+    first_run = next(i for i, (t, d, m) in enumerate(b_all) if m == "RUN")
+    b_msgs = [(t, d, m) for t, d, m in b_all[:first_run] if t == 2500 and d == "->"]
+    if shm:
+        assert b_msgs == []  # GET and REQUEST both went through the page
+    else:
+        assert b_msgs == [(2500, "->", "GET"), (2500, "->", "REQUEST")]
+
+
+def test_message_and_shared_memory_modes_give_the_same_schedule(
+    make_calendar, clients, socket_path, tmp_path
+):
+    schedules = []
+    for shm in (True, False):
+        log = tmp_path / f"cal-{shm}.log"
+        _interrupt_scenario(make_calendar, clients, socket_path, log, shm)
+        schedules.append(run_log(log))
+        ns3_uml.Calendar._active.close()
+    assert schedules[0] == schedules[1]
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_late_joiner_sees_its_own_time_zero(make_calendar, clients, socket_path, tmp_path, shm):
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=1, shared_memory=shm, log=log)
+    ns = cal.ns
+    clients(socket_path, 1, sleeps(*[1000] * 10), shm=shm)
+    late = []
+
+    def join() -> None:
+        late.append(clients(socket_path, 2, sleeps(500, 500), shm=shm))
+        cal.admit(1)
+
+    ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(4200), join)
+    summary = cal.run()
+    rb = late[0].result()
+    assert rb["status"] == "ok"
+    # Its clock starts at 0 when it joins at 4.2 us: local 500, 1000 = calendar 4.7, 5.2 us.
+    assert [r["local"] for r in rb["runs"]] == [500, 1000]
+    assert [t for t, i in run_log(log) if i == 2] == [4700, 5200]
+    assert {c["id"]: c["offset_ns"] for c in summary["clients"]} == {1: 0, 2: 4200}
+
+
+def test_free_until_lowered_when_a_device_creates_an_earlier_event(
+    make_calendar, clients, socket_path, tmp_path
+):
+    # A device handler running while the guest is blocked in a kick schedules an ns-3 event
+    # earlier than the guest's free-until: the guest's free-until must come down before the
+    # kick is answered (message mode: a FREE_UNTIL message on the time socket).
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=1, shared_memory=False, log=log)
+    ns = cal.ns
+    a = clients(socket_path, 1, [*sleeps(1000), {"op": "update"}, *sleeps(*[1000] * 4)],
+                shm=False)
+    fired = []
+
+    def on_update() -> None:
+        fired.append(int(ns.Simulator.Now().GetNanoSeconds()))
+
+    import cppyy
+
+    # Fire the "device" when the guest's UPDATE (sent before every kick) arrives.
+    cppyy.cppdef(
+        """
+        namespace ns3uml_test {
+        std::function<void()> g_hook;
+        void OnMessage(uint64_t, bool from, uint32_t op, uint32_t, uint64_t) {
+            if (from && op == ns3::tt::OP_UPDATE) g_hook();
+        }
+        bool ConnectUpdateHook(ns3::Ptr<ns3::UmlCalendar> cal, std::function<void()> hook) {
+            g_hook = hook;
+            return cal->TraceConnectWithoutContext("Message", ns3::MakeCallback(&OnMessage));
+        }
+        }"""
+    )
+
+    def device() -> None:
+        ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(1500), on_update)
+
+    assert cppyy.gbl.ns3uml_test.ConnectUpdateHook(cal.impl, device)
+    cal.run()
+    cppyy.gbl.ns3uml_test.g_hook = cppyy.nullptr
+    assert a.result()["status"] == "ok"
+    assert fired == [2500]
+    lines = [line for line in log.read_text().splitlines() if " 0x1 " in line]
+    update = next(i for i, line in enumerate(lines) if "-> UPDATE" in line)
+    # Lowered to 2500 before the UPDATE is acknowledged.
+    assert "<- FREE_UNTIL" in lines[update + 1] and lines[update + 1].endswith("time=2500")
+    assert "<- ACK" in lines[update + 2]
+    # The guest runs freely to 2 us only, yields, and runs again after the event.
+    assert run_log(log) == [(1000, 1), (3000, 1)]
+    assert a.result()["timers_fired"] == 5
+
+
+def test_clean_departure_is_not_an_error(make_calendar, clients, socket_path):
+    cal = make_calendar(clients=2)
+    a = clients(socket_path, 1, [*sleeps(1000), {"op": "exit"}])
+    b = clients(socket_path, 2, sleeps(5000))
+    summary = cal.run()
+    assert a.result()["status"] == b.result()["status"] == "ok"
+    assert [c["departure"] for c in summary["clients"]] == ["left while running"] * 2
+    assert summary["sim_time_ns"] == 5000
+
+
+# ---------------------------------------------------------------- errors
+
+ERROR_CASES = {
+    "short message": ([{"op": "short_and_close", "bytes": 9}], "middle of a message"),
+    "unknown op": ([{"op": "unknown_op", "value": 77}], "unknown op 77"),
+    "RUN from a client": ([{"op": "send_as_calendar", "msg": "RUN"}], "only the calendar"),
+    "FREE_UNTIL from a client": (
+        [{"op": "send_as_calendar", "msg": "FREE_UNTIL"}],
+        "only the calendar",
+    ),
+    "ACK with a wrong seq": ([{"op": "wrong_seq_ack"}, *sleeps(1000)], "ACK with seq"),
+    # A stream has no message boundaries: bytes past a message start the next one.
+    "oversized message": ([{"op": "raw", "hex": "02000000" + "05000000" + "00" * 8 + "ff" * 4}],
+                          "middle of a message"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_protocol_errors_stop_the_run_naming_the_client(
+    make_calendar, clients, socket_path, case, shm
+):
+    steps, text = ERROR_CASES[case]
+    cal = make_calendar(clients=2, shared_memory=shm, yield_timeout=20)
+    # Its broadcast gives the other client a message to acknowledge in shared-memory mode.
+    good = clients(socket_path, 1, [*sleeps(1000), {"op": "broadcast", "value": 1},
+                                    *sleeps(*[1000] * 4)], shm=shm)
+    clients(socket_path, 0x2A, steps, shm=shm)
+    with pytest.raises(CalendarError) as err:
+        cal.run()
+    assert err.value.kind == "protocol"
+    assert err.value.client_id == 0x2A
+    assert "client 0x2a" in str(err.value) and text in str(err.value)
+    assert not socket_path.exists()
+    # The other client's socket was closed: it stops on its own (like UML's panic).
+    assert good.proc.wait(timeout=30) != 0
+
+
+def test_duplicate_ids_are_refused(make_calendar, clients, socket_path):
+    cal = make_calendar(clients=2)
+    clients(socket_path, 5, sleeps(1000))
+    clients(socket_path, 5, sleeps(1000))
+    with pytest.raises(CalendarError, match="two clients sent START with id 0x5"):
+        cal.run()
+
+
+def test_hang_is_detected(make_calendar, clients, socket_path):
+    cal = make_calendar(clients=1, yield_timeout=1.0)
+    clients(socket_path, 3, [*sleeps(1000), {"op": "hang"}])
+    with pytest.raises(CalendarError) as err:
+        cal.run()
+    assert err.value.kind == "hang" and err.value.client_id == 3
+    assert "did not yield within 1" in str(err.value)
+
+
+def test_killed_client_is_a_crash(make_calendar, clients, socket_path):
+    cal = make_calendar(clients=2)
+    victim = clients(socket_path, 9, [*sleeps(1000), {"op": "hang"}])
+    clients(socket_path, 1, sleeps(*[1000] * 5))
+    cal.register_process(9, victim.proc.pid)
+    # Killed while it is the running client (it hangs after its RUN at 1 us).
+    timer = threading.Timer(1.0, victim.proc.send_signal, args=(signal.SIGKILL,))
+    timer.start()
+    try:
+        with pytest.raises(CalendarError) as err:
+            cal.run()
+    finally:
+        timer.cancel()
+    assert err.value.kind == "crash" and err.value.client_id == 9
+    assert "killed by signal 9" in str(err.value)
+    assert f"pid {victim.proc.pid}" in str(err.value)
+
+
+def test_missing_clients_time_out(make_calendar, clients, socket_path):
+    cal = make_calendar(clients=2, connect_timeout=1.0)
+    clients(socket_path, 1, sleeps(1000))
+    with pytest.raises(CalendarError) as err:
+        cal.run()
+    assert err.value.kind == "timeout"
+    assert "only 1 of 2 clients" in str(err.value)
+
+
+def test_a_second_calendar_is_refused(make_calendar, tmp_path):
+    make_calendar()
+    with pytest.raises(RuntimeError, match="already exists"):
+        ns3_uml.Calendar(tmp_path / "other.sock")
+
+
+# ---------------------------------------------------------------- the command line
+
+def _cli(socket_path: Path, *args: str) -> subprocess.Popen[str]:
+    """The standalone calendar, returned once it listens (as a guest would need it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ns3_uml", "calendar", "--socket", str(socket_path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=socket_path.parent,
+    )
+    for line in proc.stderr:
+        if "listening" in line:
+            return proc
+    raise AssertionError(f"the calendar did not start: {proc.communicate()}")
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_standalone_calendar(clients, socket_path, tmp_path, shm):
+    import json
+
+    log = tmp_path / "cli.log"
+    args = ["--clients", "2", "--json", "--log", str(log)] + ([] if shm else ["--no-shm"])
+    cli = _cli(socket_path, *args)
+    a = clients(socket_path, 0x11, sleeps(*[1000] * 3), shm=shm)
+    b = clients(socket_path, 0x22, sleeps(2500), shm=shm)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    summary = json.loads(out)
+    # 0x11 runs freely from 1 us to the next event (2.5 us): its 2 us timer needs no RUN.
+    assert [(c["id"], c["runs"]) for c in summary["clients"]] == [(0x11, 2), (0x22, 1)]
+    assert summary["sim_time_ns"] == 3000
+    assert summary["messages"]["START"]["from_clients"] == 2
+    assert summary["wall_s"] > 0
+    assert run_log(log) == [(1000, 0x11), (2500, 0x22), (3000, 0x11)]
+    assert a.result()["status"] == b.result()["status"] == "ok"
+    assert not socket_path.exists()
+
+
+def test_standalone_calendar_until(clients, socket_path):
+    cli = _cli(socket_path, "--clients", "1", "--until", "4500ns")
+    a = clients(socket_path, 1, sleeps(*[1000] * 10))
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    assert "simulated time reached: 4.5 us" in out
+    assert "id 0x1: 1 runs" in out  # free to run up to the stop event at 4.5 us
+    # The calendar went away: the client's link broke, as a guest's would.
+    assert a.proc.wait(timeout=30) != 0
+    assert not socket_path.exists()
+
+
+def test_standalone_calendar_error_is_one_line(clients, socket_path):
+    cli = _cli(socket_path, "--clients", "1")
+    clients(socket_path, 0x2B, [{"op": "unknown_op", "value": 99}])
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 1
+    lines = err.strip().splitlines()
+    assert re.fullmatch(r"ns3-uml calendar: protocol error: client 0x2b.*unknown op 99", lines[-1])
+    assert not socket_path.exists()
+
+
+def test_standalone_calendar_stops_on_ctrl_c(socket_path):
+    import time
+
+    cli = _cli(socket_path, "--clients", "1")
+    # Interrupt it while it waits for its client, inside the C++ poll loop.
+    time.sleep(1.0)
+    cli.send_signal(signal.SIGINT)
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 130
+    assert "interrupted by SIGINT" in err
+    assert not socket_path.exists()
