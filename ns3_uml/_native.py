@@ -61,6 +61,30 @@ def _quiet_ns3_search() -> Iterator[None]:
                     os.environ[key] = value
 
 
+# The ns3 3.44 wheel's bindings print this on every import; ns-3 works regardless (its Time
+# initialisation also runs through Time's own static init), so it is only noise to users.
+_KNOWN_NOISE = "[runStaticInitializersOnce]: Failed to materialize symbols"
+
+
+@contextlib.contextmanager
+def _filtered_stderr() -> Iterator[None]:
+    """Hold back what C++ prints on fd 2 during the import and pass on all but the noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith(_KNOWN_NOISE):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 def _safe_search_path(value: str, cwd: str) -> str:
     risky = {"/", os.path.expanduser("~"), cwd}
     keep = [
@@ -82,7 +106,7 @@ def load() -> ModuleType:
             return _ns
         if importlib.util.find_spec("ns3") is None:
             raise ImportError("the ns3 package is missing: pip install ns3")
-        with _quiet_ns3_search():
+        with _quiet_ns3_search(), _filtered_stderr():
             from ns import ns  # noqa: PLC0415 (slow: loaded on first use only)
         import cppyy  # noqa: PLC0415
 
