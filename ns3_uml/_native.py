@@ -17,7 +17,7 @@ _ns: ModuleType | None = None
 
 CORE_LIBRARY = "libns3-uml.so"
 CALENDAR_TYPE = "ns3::UmlCalendar"
-HEADERS = ("uml-calendar.h",)
+HEADERS = ("uml-calendar.h", "uml-bridge-helper.h")
 
 
 def core_dir() -> Path:
@@ -33,7 +33,7 @@ def _include_dir(base: Path) -> Path:
     if installed.is_dir():
         return installed
     # A CMake build tree used in place: headers are still in the source tree.
-    return Path(__file__).resolve().parent.parent / "bindings" / "model"
+    return Path(__file__).resolve().parent.parent / "bindings"
 
 
 @contextlib.contextmanager
@@ -117,7 +117,11 @@ def load() -> ModuleType:
                 f"the ns3-uml core {library} is missing: reinstall the package "
                 "(pip install .) or point NS3_UML_CORE_DIR at a CMake build directory"
             )
-        cppyy.add_include_path(str(_include_dir(base)))
+        include = _include_dir(base)
+        cppyy.add_include_path(str(include))
+        for sub in ("model", "helper"):
+            if (include / sub).is_dir():
+                cppyy.add_include_path(str(include / sub))
         for header in HEADERS:
             cppyy.include(header)
         cppyy.load_library(str(library))

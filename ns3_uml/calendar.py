@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -99,6 +100,8 @@ class Calendar:
         self._wakeup_r: socket.socket | None = None
         self._wakeup_w: socket.socket | None = None
         Calendar._active = self
+        # A script that never calls close() still leaves no socket file behind.
+        atexit.register(self.close)
         # Other Python threads (timers, progress bars, a notebook's kernel) keep running
         # while C++ blocks; cppyy takes the GIL back for Python events and callbacks.
         ns.Simulator.Run.__release_gil__ = True
@@ -144,6 +147,7 @@ class Calendar:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         self._impl.Shutdown()
         self.ns.Simulator.Destroy()
         Calendar._active = None

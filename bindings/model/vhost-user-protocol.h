@@ -1,0 +1,175 @@
+// vhost-user messages (the subset UML's virtio_uml uses), split virtqueues and the virtio-net
+// header: the one place the C++ core takes these values from (ns3_uml/vhost_protocol.py
+// mirrors them; a test compares both).
+#ifndef NS3_UML_VHOST_USER_PROTOCOL_H
+#define NS3_UML_VHOST_USER_PROTOCOL_H
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ns3
+{
+namespace vhost
+{
+
+// Front-end requests
+enum Request : uint32_t
+{
+    GET_FEATURES = 1,
+    SET_FEATURES = 2,
+    SET_OWNER = 3,
+    RESET_OWNER = 4,
+    SET_MEM_TABLE = 5,
+    SET_LOG_BASE = 6,
+    SET_LOG_FD = 7,
+    SET_VRING_NUM = 8,
+    SET_VRING_ADDR = 9,
+    SET_VRING_BASE = 10,
+    GET_VRING_BASE = 11,
+    SET_VRING_KICK = 12,
+    SET_VRING_CALL = 13,
+    SET_VRING_ERR = 14,
+    GET_PROTOCOL_FEATURES = 15,
+    SET_PROTOCOL_FEATURES = 16,
+    GET_QUEUE_NUM = 17,
+    SET_VRING_ENABLE = 18,
+    SET_BACKEND_REQ_FD = 21,
+    GET_CONFIG = 24,
+    SET_CONFIG = 25,
+    RESET_DEVICE = 34,
+    VRING_KICK = 35,
+    GET_MAX_MEM_SLOTS = 36,
+    SET_STATUS = 39,
+    GET_STATUS = 40,
+};
+
+// Back-end requests (on the backend channel)
+enum BackendRequest : uint32_t
+{
+    BACKEND_CONFIG_CHANGE_MSG = 2,
+    BACKEND_VRING_CALL = 4,
+};
+
+constexpr uint32_t FLAG_VERSION = 0x1;
+constexpr uint32_t FLAG_VERSION_MASK = 0x3;
+constexpr uint32_t FLAG_REPLY = 0x4;
+constexpr uint32_t FLAG_NEED_REPLY = 0x8;
+
+constexpr uint64_t F_PROTOCOL_FEATURES = 1ULL << 30;
+
+constexpr uint64_t PROTOCOL_F_MQ = 1ULL << 0;
+constexpr uint64_t PROTOCOL_F_REPLY_ACK = 1ULL << 3;
+constexpr uint64_t PROTOCOL_F_BACKEND_REQ = 1ULL << 5;
+constexpr uint64_t PROTOCOL_F_CONFIG = 1ULL << 9;
+constexpr uint64_t PROTOCOL_F_INBAND_NOTIFICATIONS = 1ULL << 14;
+
+constexpr uint64_t VRING_INDEX_MASK = 0xff;
+constexpr uint64_t VRING_NOFD_MASK = 0x100;
+
+constexpr size_t MAX_MEM_REGIONS = 2;
+constexpr size_t MAX_PAYLOAD = 4096 + 12; // GET_CONFIG's data is at most a page
+constexpr uint32_t MAX_QUEUE_SIZE = 256;   // what UML uses (MAX_SUPPORTED_QUEUE_SIZE)
+
+struct Header
+{
+    uint32_t request;
+    uint32_t flags;
+    uint32_t size;
+};
+
+struct VringState
+{
+    uint32_t index;
+    uint32_t num;
+};
+
+struct VringAddr
+{
+    uint32_t index;
+    uint32_t flags;
+    uint64_t desc;
+    uint64_t used;
+    uint64_t avail;
+    uint64_t log;
+};
+
+struct MemRegion
+{
+    uint64_t guestAddr;
+    uint64_t size;
+    uint64_t userAddr;
+    uint64_t mmapOffset;
+};
+
+struct MemTable
+{
+    uint32_t nregions;
+    uint32_t padding;
+    MemRegion regions[MAX_MEM_REGIONS];
+};
+
+struct ConfigHeader
+{
+    uint32_t offset;
+    uint32_t size;
+    uint32_t flags;
+};
+
+static_assert(sizeof(Header) == 12);
+static_assert(sizeof(VringAddr) == 40);
+static_assert(sizeof(MemTable) == 72);
+
+// Virtio device features (transport and net)
+constexpr uint64_t VIRTIO_NET_F_CSUM = 1ULL << 0;
+constexpr uint64_t VIRTIO_NET_F_MTU = 1ULL << 3;
+constexpr uint64_t VIRTIO_NET_F_MAC = 1ULL << 5;
+constexpr uint64_t VIRTIO_NET_F_MRG_RXBUF = 1ULL << 15;
+constexpr uint64_t VIRTIO_NET_F_STATUS = 1ULL << 16;
+constexpr uint64_t VIRTIO_F_INDIRECT_DESC = 1ULL << 28;
+constexpr uint64_t VIRTIO_F_EVENT_IDX = 1ULL << 29;
+constexpr uint64_t VIRTIO_F_VERSION_1 = 1ULL << 32;
+
+// Split ring
+constexpr uint16_t VRING_DESC_F_NEXT = 1;
+constexpr uint16_t VRING_DESC_F_WRITE = 2;
+constexpr uint16_t VRING_DESC_F_INDIRECT = 4;
+constexpr uint16_t VRING_AVAIL_F_NO_INTERRUPT = 1;
+constexpr uint16_t VRING_USED_F_NO_NOTIFY = 1;
+
+struct Desc
+{
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+};
+
+struct UsedElem
+{
+    uint32_t id;
+    uint32_t len;
+};
+
+static_assert(sizeof(Desc) == 16);
+static_assert(sizeof(UsedElem) == 8);
+
+// virtio-net
+constexpr uint32_t VIRTIO_ID_NET = 1;
+constexpr uint16_t VIRTIO_NET_S_LINK_UP = 1;
+constexpr size_t NET_HDR_SIZE = 12; // with VERSION_1: num_buffers included
+constexpr size_t NET_RX_QUEUE = 0;
+constexpr size_t NET_TX_QUEUE = 1;
+constexpr size_t ETH_MAX_FRAME = 1514; // without FCS: 1500 + 14
+
+struct NetConfig
+{
+    uint8_t mac[6];
+    uint16_t status;
+    uint16_t maxVirtqueuePairs;
+    uint16_t mtu;
+};
+
+} // namespace vhost
+} // namespace ns3
+
+#endif

@@ -1,0 +1,70 @@
+// A split virtqueue in guest memory, read and written with every index and address checked.
+#ifndef NS3_UML_VIRTQUEUE_H
+#define NS3_UML_VIRTQUEUE_H
+
+#include "guest-memory.h"
+#include "vhost-user-protocol.h"
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ns3
+{
+
+/** What a hostile or broken driver did to a queue; the device turns it into a guest error. */
+class VirtqueueError : public std::runtime_error
+{
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+class Virtqueue
+{
+  public:
+    struct Segment
+    {
+        uint8_t* ptr;
+        uint32_t len;
+        bool writable;
+    };
+
+    struct Chain
+    {
+        uint16_t head;
+        std::vector<Segment> segments;
+        uint64_t readable = 0; // bytes in device-readable segments
+        uint64_t writable = 0; // bytes in device-writable segments
+    };
+
+    void Reset();
+    void SetNum(uint32_t num);
+    void SetBase(uint16_t base);
+    uint16_t GetBase() const;
+    /** Ring addresses, translated and checked against the queue size. */
+    void SetAddr(const GuestMemory& mem, uint64_t desc, uint64_t avail, uint64_t used);
+    void SetEnabled(bool enabled);
+    bool IsReady() const;
+
+    /** The next available chain (false if none); throws VirtqueueError for a bad one. */
+    bool Pop(const GuestMemory& mem, Chain& chain);
+    /** Return a chain to the driver with the bytes written into it. */
+    void Push(uint16_t head, uint32_t written);
+    /** The driver wants an interrupt for used buffers. */
+    bool NeedsInterrupt() const;
+    uint32_t GetNum() const;
+
+  private:
+    uint32_t m_num = 0;
+    uint16_t m_lastAvail = 0;
+    uint16_t m_usedIdx = 0;
+    bool m_enabled = false;
+    vhost::Desc* m_desc = nullptr;
+    uint16_t* m_avail = nullptr; // flags, idx, ring[num]
+    uint16_t* m_used = nullptr;  // flags, idx, then UsedElem ring[num]
+};
+
+} // namespace ns3
+
+#endif

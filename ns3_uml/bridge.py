@@ -1,0 +1,37 @@
+"""Putting a guest's network interface on an ns-3 device (the C++ UmlBridgeHelper)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import _native
+
+
+def guest_mac(guest_index: int, interface: int = 0) -> str:
+    """A stable, locally administered MAC for a guest's interface (never random: a random
+    MAC would change ARP traffic and pcaps from run to run)."""
+    if not 0 <= guest_index < 1 << 24 or not 0 <= interface < 256:
+        raise ValueError(f"no MAC for guest {guest_index}, interface {interface}")
+    octets = (0x02, 0x75, interface, guest_index >> 16 & 0xFF, guest_index >> 8 & 0xFF,
+              guest_index & 0xFF)
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def bridge_interface(
+    node: Any,
+    device: Any,
+    socket_path: str | os.PathLike[str],
+    client_id: int,
+    mac: str,
+) -> Any:
+    """Serve a vhost-user virtio-net device at ``socket_path`` for the guest with time-travel
+    id ``client_id`` and bridge it to ``device`` (an ns-3 NetDevice on ``node``). Returns the
+    ``ns3::UmlBridgeNetDevice``; its virtio side is ``GetVirtioNetDevice()``. The calendar must
+    be installed first; the guest is started with ``virtio_uml.device=SOCKET:1``."""
+    ns = _native.load()
+    import cppyy  # noqa: PLC0415
+
+    return cppyy.gbl.ns3.UmlBridgeHelper.Install(
+        node, device, str(socket_path), client_id, ns.Mac48Address(mac)
+    )

@@ -1,0 +1,91 @@
+"""Real guests on ns-3 links: frames travel through ns-3's models in simulated time."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import ns3_uml
+from ns3_uml.bridge import bridge_interface, guest_mac
+from ns3_uml.guest import GuestConfig, GuestProcess
+
+PING_COUNT = 5
+# The summary line has microseconds; per-packet lines round to 3 significant digits.
+RTT_SUMMARY = re.compile(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+
+
+def _run_pair(tmp_path: Path, kernel: Path, link: str, rate_bps: int, delay_s: float):
+    """Two guests on one ns-3 link; guest 1 pings guest 2. Returns the min, avg and max RTT
+    (s) that ping reports."""
+    sock = tmp_path / "cal.sock"
+    cal = ns3_uml.Calendar(sock, clients=2)
+    ns = cal.ns
+    guests: list[GuestProcess] = []
+    try:
+        nodes = ns.NodeContainer()
+        nodes.Create(2)
+        if link == "p2p":
+            helper = ns.PointToPointHelper()
+            helper.SetDeviceAttribute("DataRate", ns.DataRateValue(ns.DataRate(rate_bps)))
+            helper.SetChannelAttribute("Delay", ns.TimeValue(ns.Seconds(delay_s)))
+        else:
+            helper = ns.CsmaHelper()
+            helper.SetChannelAttribute("DataRate", ns.DataRateValue(ns.DataRate(rate_bps)))
+            helper.SetChannelAttribute("Delay", ns.TimeValue(ns.Seconds(delay_s)))
+        devices = helper.Install(nodes)
+        helper.EnablePcapAll(str(tmp_path / link))
+        commands = {
+            # The first exchange resolves the neighbour (real ARP on CSMA: one more round
+            # trip); the measured pings come after it.
+            0: ["ping -c 1 10.0.0.2", f"ping -c {PING_COUNT} 10.0.0.2"],
+            1: ["sleep 10"],
+        }
+        for i in range(2):
+            net = tmp_path / f"net{i}.sock"
+            bridge_interface(nodes.Get(i), devices.Get(i), net, i + 1, guest_mac(i))
+            cfg = GuestConfig(
+                name=f"g{i}", client_id=i + 1, tt_socket=sock, workdir=tmp_path / f"g{i}",
+                # No IPv6: its multicast reports would share the CSMA channel with the pings
+                # and (rightly) delay one of them.
+                commands=["sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+                          "ip link set eth0 up", f"ip addr add 10.0.0.{i + 1}/24 dev eth0",
+                          *commands[i]],
+                extra_args=[f"virtio_uml.device={net}:1"],
+            )
+            g = GuestProcess(cfg, kernel=kernel)
+            g.start()
+            cal.register_process(i + 1, g.pid)
+            guests.append(g)
+        cal.run(until="30s")
+        for g in guests:
+            g.wait(timeout=60)
+    finally:
+        for g in guests:
+            g.kill()
+        cal.close()
+    results = guests[0].read_outputs()
+    assert results[-1].returncode == 0, results[-1].stdout + results[-1].stderr
+    assert f"{PING_COUNT} received" in results[-1].stdout
+    rtts = [float(x) / 1000 for x in RTT_SUMMARY.search(results[-1].stdout).groups()[:3]]
+    assert not sock.exists()
+    return rtts
+
+
+# An echo request or reply: 84 bytes of IPv4; on point-to-point + 2 bytes of PPP; on CSMA
+# + 14 of Ethernet + 4 of FCS (no padding: above the 64-byte minimum).
+FRAME_BYTES = {"p2p": 84 + 2, "csma": 84 + 14 + 4}
+
+
+@pytest.mark.parametrize(
+    "link,rate_bps,delay_s",
+    [("p2p", 100_000_000, 0.005), ("p2p", 10_000_000, 0.020), ("csma", 100_000_000, 0.005),
+     ("csma", 10_000_000, 0.001)],
+)
+def test_ping_rtt_is_the_link_model(uml_kernel, tmp_path, link, rate_bps, delay_s):
+    rtts = _run_pair(tmp_path, uml_kernel, link, rate_bps, delay_s)
+    expected = 2 * delay_s + 2 * FRAME_BYTES[link] * 8 / rate_bps
+    for rtt in rtts:  # min, avg and max: every RTT
+        # ping prints 3 decimals of ms: 1 us of rounding on top of the 20 us allowed.
+        assert rtt == pytest.approx(expected, abs=21e-6), (rtts, expected)
