@@ -1,11 +1,16 @@
-"""Test helpers for ns3-uml: a reference UM time-travel client.
+"""Test helpers for ns3-uml: reference clients that hold one side of a protocol still.
 
-Names are loaded lazily so that ``python -m ns3_uml.testing.tt_client`` does
-not import the module twice (runpy warns about that) and stays cheap.
+* ``tt_client``: a UM time-travel client modelled on UML 6.12's ``time.c``.
+* ``vhost_frontend``: a vhost-user front-end modelled on UML 6.12's ``virtio_uml.c`` and the
+  virtio-net driver's use of split rings.
+
+Names are loaded lazily so that ``python -m ns3_uml.testing.tt_client`` does not import the
+module twice (runpy warns about that) and stays cheap.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,20 +22,41 @@ if TYPE_CHECKING:
         TTTimeout,
         run_script,
     )
+    from ns3_uml.testing.vhost_frontend import (
+        DEFAULT_ACCEPTED_FEATURES,
+        GuestMemory,
+        HostileResult,
+        RingBroken,
+        SplitQueue,
+        VhostBackendError,
+        VhostConnectionClosed,
+        VhostFrontendError,
+        VhostMessage,
+        VhostProtocolError,
+        VhostTimeout,
+        VhostUnsupported,
+        VhostUserFrontend,
+    )
 
-__all__ = [
-    "TTClient",
-    "TTEvent",
-    "TTLinkBroken",
-    "TTPanic",
-    "TTTimeout",
-    "run_script",
-]
+_MODULE_OF = {
+    **dict.fromkeys(
+        ["TTClient", "TTEvent", "TTLinkBroken", "TTPanic", "TTTimeout", "run_script"],
+        "tt_client",
+    ),
+    **dict.fromkeys(
+        ["VhostUserFrontend", "GuestMemory", "SplitQueue", "HostileResult", "VhostMessage",
+         "VhostFrontendError", "VhostProtocolError", "VhostBackendError",
+         "VhostConnectionClosed", "VhostUnsupported", "VhostTimeout", "RingBroken",
+         "DEFAULT_ACCEPTED_FEATURES"],
+        "vhost_frontend",
+    ),
+}
+
+__all__ = sorted(_MODULE_OF)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from ns3_uml.testing import tt_client
-
-        return getattr(tt_client, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ns3_uml.testing.{module}"), name)
