@@ -16,9 +16,9 @@ PING_COUNT = 5
 RTT_SUMMARY = re.compile(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 
 
-def _run_pair(tmp_path: Path, kernel: Path, link: str, rate_bps: int, delay_s: float):
-    """Two guests on one ns-3 link; guest 1 pings guest 2. Returns the min, avg and max RTT
-    (s) that ping reports."""
+def _run_pair(tmp_path: Path, kernel: Path, link: str, rate_bps: int, delay_s: float,
+              commands: dict[int, list[str]], until: str = "30s") -> list[GuestProcess]:
+    """Two guests (10.0.0.1 and .2) on one ns-3 link, each running its commands."""
     sock = tmp_path / "cal.sock"
     cal = ns3_uml.Calendar(sock, clients=2)
     ns = cal.ns
@@ -36,12 +36,6 @@ def _run_pair(tmp_path: Path, kernel: Path, link: str, rate_bps: int, delay_s: f
             helper.SetChannelAttribute("Delay", ns.TimeValue(ns.Seconds(delay_s)))
         devices = helper.Install(nodes)
         helper.EnablePcapAll(str(tmp_path / link))
-        commands = {
-            # The first exchange resolves the neighbour (real ARP on CSMA: one more round
-            # trip); the measured pings come after it.
-            0: ["ping -c 1 10.0.0.2", f"ping -c {PING_COUNT} 10.0.0.2"],
-            1: ["sleep 10"],
-        }
         for i in range(2):
             net = tmp_path / f"net{i}.sock"
             bridge_interface(nodes.Get(i), devices.Get(i), net, i + 1, guest_mac(i))
@@ -58,19 +52,15 @@ def _run_pair(tmp_path: Path, kernel: Path, link: str, rate_bps: int, delay_s: f
             g.start()
             cal.register_process(i + 1, g.pid)
             guests.append(g)
-        cal.run(until="30s")
+        cal.run(until=until)
         for g in guests:
             g.wait(timeout=60)
     finally:
         for g in guests:
             g.kill()
         cal.close()
-    results = guests[0].read_outputs()
-    assert results[-1].returncode == 0, results[-1].stdout + results[-1].stderr
-    assert f"{PING_COUNT} received" in results[-1].stdout
-    rtts = [float(x) / 1000 for x in RTT_SUMMARY.search(results[-1].stdout).groups()[:3]]
     assert not sock.exists()
-    return rtts
+    return guests
 
 
 # An echo request or reply: 84 bytes of IPv4; on point-to-point + 2 bytes of PPP; on CSMA
@@ -84,8 +74,37 @@ FRAME_BYTES = {"p2p": 84 + 2, "csma": 84 + 14 + 4}
      ("csma", 10_000_000, 0.001)],
 )
 def test_ping_rtt_is_the_link_model(uml_kernel, tmp_path, link, rate_bps, delay_s):
-    rtts = _run_pair(tmp_path, uml_kernel, link, rate_bps, delay_s)
+    commands = {
+        # The first exchange resolves the neighbour (real ARP on CSMA: one more round trip);
+        # the measured pings come after it.
+        0: ["ping -c 1 10.0.0.2", f"ping -c {PING_COUNT} 10.0.0.2"],
+        1: ["sleep 10"],
+    }
+    guests = _run_pair(tmp_path, uml_kernel, link, rate_bps, delay_s, commands)
+    ping = guests[0].read_outputs()[-1]
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert f"{PING_COUNT} received" in ping.stdout
+    rtts = [float(x) / 1000 for x in RTT_SUMMARY.search(ping.stdout).groups()[:3]]
     expected = 2 * delay_s + 2 * FRAME_BYTES[link] * 8 / rate_bps
     for rtt in rtts:  # min, avg and max: every RTT
         # ping prints 3 decimals of ms: 1 us of rounding on top of the 20 us allowed.
         assert rtt == pytest.approx(expected, abs=21e-6), (rtts, expected)
+
+
+def test_iperf3_tcp_fills_the_link(uml_kernel, tmp_path):
+    import json
+
+    rate, delay = 10_000_000, 0.010
+    commands = {
+        0: ["sleep 1", "iperf3 -c 10.0.0.2 -t 8 -J"],
+        1: ["iperf3 -s -1 -D", "sleep 12"],
+    }
+    guests = _run_pair(tmp_path, uml_kernel, "p2p", rate, delay, commands, until="40s")
+    run = guests[0].read_outputs()[-1]
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    report = json.loads(run.stdout)
+    received = report["end"]["sum_received"]["bits_per_second"]
+    # TCP payload per frame: 1448 bytes (MSS with timestamps) of 1500 + 2 bytes of PPP.
+    allowed = rate * 1448 / 1502
+    assert received == pytest.approx(allowed, rel=0.05), (received, allowed)
+

@@ -725,22 +725,42 @@ UmlCalendar::OnInterrupt()
     }
 }
 
+bool
+UmlCalendar::IsAdmitting() const
+{
+    if (!m_unnamed.empty())
+    {
+        return true;
+    }
+    for (const auto& [id, c] : m_clients)
+    {
+        if (c->state == State::STARTING)
+        {
+            return true;
+        }
+    }
+    return false;
+}
+
 void
 UmlCalendar::OnListenReadable()
 {
-    while (true)
+    // One client at a time from connect to its first WAIT: whatever it does meanwhile (a
+    // device it sets up, events its kicks create) cannot interleave with another's.
+    if (IsAdmitting())
     {
-        int fd = accept4(m_listenFd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd < 0)
-        {
-            return; // EAGAIN: nothing more pending
-        }
-        auto c = std::make_unique<Client>();
-        c->fd = fd;
-        Client* raw = c.get();
-        m_unnamed.push_back(std::move(c));
-        m_loop->Watch(fd, [this, raw](uint32_t) { OnClientReadable(raw); }, true);
+        return;
     }
+    int fd = accept4(m_listenFd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0)
+    {
+        return; // EAGAIN: nothing pending
+    }
+    auto c = std::make_unique<Client>();
+    c->fd = fd;
+    Client* raw = c.get();
+    m_unnamed.push_back(std::move(c));
+    m_loop->Watch(fd, [this, raw](uint32_t) { OnClientReadable(raw); }, true);
 }
 
 void
@@ -751,25 +771,27 @@ UmlCalendar::ServeClientsUntilAdmitted(uint32_t target)
         // Nobody runs during admission: a starting client must not run ahead.
         m_shm->SetFreeUntil(CurrentNs());
     }
-    m_loop->Watch(m_listenFd, [this](uint32_t) { OnListenReadable(); }, false);
+    // The listening socket is watched only while nobody is being admitted (it stays
+    // readable while others wait in its backlog).
+    auto watchListen = [this] {
+        bool admitting = IsAdmitting();
+        bool watched = m_loop->IsWatched(m_listenFd);
+        if (!admitting && !watched)
+        {
+            m_loop->Watch(m_listenFd, [this](uint32_t) { OnListenReadable(); }, false);
+        }
+        else if (admitting && watched)
+        {
+            m_loop->Unwatch(m_listenFd);
+        }
+    };
     bool ok = false;
     try
     {
         ok = m_loop->ServeUntil(
-            [this, target] {
-                if (m_admitted < target)
-                {
-                    return false;
-                }
-                // Also let clients that already sent START reach their first WAIT.
-                for (auto& [id, c] : m_clients)
-                {
-                    if (c->state == State::STARTING)
-                    {
-                        return false;
-                    }
-                }
-                return true;
+            [this, target, &watchListen] {
+                watchListen();
+                return m_admitted >= target && !IsAdmitting();
             },
             static_cast<int64_t>(m_connectTimeout * 1000));
     }
@@ -800,14 +822,7 @@ UmlCalendar::AcceptLateClients()
     if (poll(&p, 1, 0) == 1)
     {
         // A client that connects mid-run joins at the next hand-off, at the time then.
-        uint32_t before = m_admitted;
-        OnListenReadable();
-        uint32_t pending = 0;
-        for (auto& c : m_unnamed)
-        {
-            pending += c->state == State::CONNECTED;
-        }
-        ServeClientsUntilAdmitted(before + pending);
+        ServeClientsUntilAdmitted(m_admitted + 1);
         SyncRequests();
     }
 }

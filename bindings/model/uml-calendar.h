@@ -166,6 +166,7 @@ class UmlCalendar : public SimulatorImpl
     [[noreturn]] void Fail(const std::string& kind, const Client* c, const std::string& what);
 
     void OnListenReadable();
+    bool IsAdmitting() const;
     void OnInterrupt();
     void OnClientReadable(Client* c);
     void HandleMessage(Client* c, const tt::Message& msg);
