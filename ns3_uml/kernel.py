@@ -5,6 +5,10 @@ The kernel is Linux 6.12 from Debian's ``linux-source-6.12`` package, built with
 patches (``data/kernel/patches/*.patch``). The binary is cached under
 ``cache_dir()/kernels/<key>/linux``; the key hashes everything that goes into the
 build, so a changed fragment, patch or source package gives a new kernel.
+
+Setting up (``ensure_kernel``, ``build_kernel``) also installs the Debian
+packages guests need (``host.DEFAULT_GUEST_PACKAGES``) through ``host``, the one
+place with the apt logic.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
+
+from .host import DEFAULT_GUEST_PACKAGES, HostSetupError, dpkg_status, ensure_host_packages
 
 __all__ = [
     "KERNEL_BUILD_VERSION",
@@ -107,34 +113,16 @@ def patch_files() -> list[Path]:
 
 
 def required_packages() -> tuple[str, ...]:
-    """Debian packages the kernel build needs."""
-    return BUILD_PACKAGES
+    """Debian packages the set-up installs: the kernel build's and the guests'."""
+    return tuple(dict.fromkeys(BUILD_PACKAGES + DEFAULT_GUEST_PACKAGES))
 
 
 def _package_version(package: str) -> str | None:
     """Installed version of a Debian package, or None."""
-    status = _dpkg_status([package])
-    return status.get(package)
-
-
-def _dpkg_status(packages: list[str]) -> dict[str, str]:
-    """Map of the given packages that are installed to their versions."""
     try:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev} ${Version}\n",
-             *packages],
-            capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise KernelBuildError(
-            "dpkg-query not found: building the guest kernel needs a Debian or "
-            "Ubuntu host (or set NS3_UML_KERNEL to a prebuilt UML kernel)") from None
-    found: dict[str, str] = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        # "ii" (installed, no error flag) is the only usable state.
-        if len(parts) >= 3 and parts[1] == "ii":
-            found[parts[0].split(":")[0]] = parts[2]
-    return found
+        return dpkg_status([package]).get(package)
+    except HostSetupError as exc:
+        raise KernelBuildError(str(exc)) from None
 
 
 def kernel_key() -> str:
@@ -192,8 +180,15 @@ def find_kernel() -> Path | None:
 
 
 def ensure_kernel(progress: bool = True) -> Path:
-    """The guest kernel, built first if there is none yet."""
-    return find_kernel() or build_kernel(progress=progress)
+    """The guest kernel, built first if there is none yet.
+
+    Also makes sure the packages guests need are installed (see ``host``).
+    """
+    found = find_kernel()
+    if found is None:
+        return build_kernel(progress=progress)  # installs every required package
+    _ensure_packages(_Progress(progress), DEFAULT_GUEST_PACKAGES, "ns3-uml guests")
+    return found
 
 
 def build_kernel(force: bool = False, progress: bool = True) -> Path:
@@ -203,7 +198,7 @@ def build_kernel(force: bool = False, progress: bool = True) -> Path:
     serialise on a lock file; the final binary appears atomically.
     """
     ui = _Progress(progress)
-    _ensure_packages(ui)
+    _ensure_packages(ui, required_packages(), "the guest kernel build and ns3-uml guests")
     key = kernel_key()
     kdir = _kernel_dir(key)
     final = kdir / "linux"
@@ -221,51 +216,12 @@ def build_kernel(force: bool = False, progress: bool = True) -> Path:
 # System packages
 
 
-def _ensure_packages(ui: _Progress) -> None:
-    packages = list(BUILD_PACKAGES)
-    missing = [p for p in packages if p not in _dpkg_status(packages)]
-    if not missing:
-        return
-    command = "apt-get install -y " + " ".join(missing)
-    if os.geteuid() != 0:
-        raise KernelBuildError(
-            "building the guest kernel needs these packages, which are not "
-            f"installed: {', '.join(missing)}\nInstall them with:\n"
-            f"  sudo {command}\n"
-            "(run `sudo apt-get update` first if apt cannot find them)")
-    ui.say(f"Installing {' '.join(missing)} ...")
-    log = cache_dir() / "apt.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh machine has empty package lists: update first only then, or when
-    # the install fails without it.
-    if not _apt_lists_present() or not _apt_install(missing, log):
-        _apt(["apt-get", "update"], log)
-        if not _apt_install(missing, log):
-            raise KernelBuildError(
-                f"`{command}` failed even after `apt-get update`; see {log}")
-    still = [p for p in missing if p not in _dpkg_status(missing)]
-    if still:
-        raise KernelBuildError(
-            f"packages still missing after apt-get: {', '.join(still)}; see {log}")
-
-
-def _apt_lists_present() -> bool:
-    lists = Path("/var/lib/apt/lists")
-    return any(lists.glob("*_Packages*"))
-
-
-def _apt_install(packages: list[str], log: Path) -> bool:
-    return _apt(["apt-get", "install", "-y", "--no-install-recommends", *packages],
-                log) == 0
-
-
-def _apt(argv: list[str], log: Path) -> int:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    with open(log, "a", encoding="utf-8") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out,
-                              stderr=subprocess.STDOUT, env=env, check=False).returncode
+def _ensure_packages(ui: _Progress, packages: Iterable[str], purpose: str) -> None:
+    try:
+        ensure_host_packages(packages, purpose=purpose, log=cache_dir() / "apt.log",
+                             say=ui.say)
+    except HostSetupError as exc:
+        raise KernelBuildError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ns3_uml import kernel
+from ns3_uml import host, kernel
 from ns3_uml.kernel import (
     KernelBuildError,
     cache_dir,
@@ -65,12 +65,31 @@ def test_find_kernel_empty_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 def test_missing_packages_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernel, "_dpkg_status", lambda packages: {})
-    monkeypatch.setattr(kernel.os, "geteuid", lambda: 1000)
+    # The apt logic lives in ns3_uml.host; the kernel build goes through it.
+    monkeypatch.setattr(host, "_verified", set())
+    monkeypatch.setattr(host, "dpkg_status", lambda packages: {})
+    monkeypatch.setattr(host.os, "geteuid", lambda: 1000)
     with pytest.raises(KernelBuildError) as info:
         kernel.build_kernel(progress=False)
     expected = "apt-get install -y " + " ".join(kernel.required_packages())
     assert expected in str(info.value)
+    # One command installs everything: the build's packages and the guests'.
+    assert set(host.DEFAULT_GUEST_PACKAGES) <= set(kernel.required_packages())
+    assert set(kernel.BUILD_PACKAGES) <= set(kernel.required_packages())
+
+
+def test_ensure_kernel_checks_guest_packages(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    fake = tmp_path / "my-linux"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("NS3_UML_KERNEL", str(fake))
+    monkeypatch.setattr(host, "_verified", set())
+    monkeypatch.setattr(host, "dpkg_status", lambda packages: {
+        p: "1" for p in packages if p != "iperf3"})
+    monkeypatch.setattr(host.os, "geteuid", lambda: 1000)
+    with pytest.raises(KernelBuildError, match="apt-get install -y iperf3"):
+        ensure_kernel(progress=False)
 
 
 def test_check_config_reports_mismatch(tmp_path: Path) -> None:
@@ -131,6 +150,11 @@ def test_patches_apply_to_pristine_tree(tmp_path: Path) -> None:
                        cwd=tree, check=True, capture_output=True)
         subprocess.run(["patch", "-p1", "--batch", "-i", str(patch)],
                        cwd=tree, check=True, capture_output=True)
+    # Patch 0003: the guest's randomness comes from ns3uml.seed, never the host.
+    archrandom = (tree / "arch/um/include/asm/archrandom.h").read_text()
+    assert "os_getrandom" not in archrandom and "uml_seeded_random_longs" in archrandom
+    assert "getrandom" not in (tree / "arch/um/os-Linux/util.c").read_text()
+    assert '"ns3uml.seed="' in (tree / "arch/um/kernel/um_arch.c").read_text()
     regs = (tree / "arch/x86/um/os-Linux/registers.c").read_text()
     # The iov length must come from the host at run time, not from the buffer size.
     assert "iov.iov_len = host_fp_size;" in regs
