@@ -80,6 +80,9 @@ class Calendar:
                 "ns-3 already runs with another simulator implementation: create the "
                 "Calendar before the first ns.Simulator call"
             ) from exc
+        # Random variables take their streams from a process-wide counter: start it afresh
+        # so that a simulation repeats exactly whether or not the process ran one before.
+        ns.RngSeedManager.ResetNextStreamIndex()
         self.socket_path = Path(socket_path)
         attrs: dict[str, Any] = {
             "SocketPath": ns.StringValue(str(self.socket_path)),

@@ -311,9 +311,10 @@ def test_free_until_lowered_when_a_device_creates_an_earlier_event(
     assert fired == [2500]
     lines = [line for line in log.read_text().splitlines() if " 0x1 " in line]
     update = next(i for i, line in enumerate(lines) if "-> UPDATE" in line)
-    # Lowered to 2500 before the UPDATE is acknowledged.
+    # Lowered to 2500, and acknowledged by the guest, before its UPDATE is answered.
     assert "<- FREE_UNTIL" in lines[update + 1] and lines[update + 1].endswith("time=2500")
-    assert "<- ACK" in lines[update + 2]
+    assert "-> ACK" in lines[update + 2]
+    assert "<- ACK" in lines[update + 3]
     # The guest runs freely to 2 us only, yields, and runs again after the event.
     assert run_log(log) == [(1000, 1), (3000, 1)]
     assert a.result()["timers_fired"] == 5

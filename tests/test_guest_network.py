@@ -17,10 +17,11 @@ RTT_SUMMARY = re.compile(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\
 
 
 def _run_pair(tmp_path: Path, kernel: Path, link: str, rate_bps: int, delay_s: float,
-              commands: dict[int, list[str]], until: str = "30s") -> list[GuestProcess]:
+              commands: dict[int, list[str]], until: str = "30s",
+              shared_memory: bool = True) -> list[GuestProcess]:
     """Two guests (10.0.0.1 and .2) on one ns-3 link, each running its commands."""
     sock = tmp_path / "cal.sock"
-    cal = ns3_uml.Calendar(sock, clients=2)
+    cal = ns3_uml.Calendar(sock, clients=2, shared_memory=shared_memory)
     ns = cal.ns
     guests: list[GuestProcess] = []
     try:
@@ -108,3 +109,37 @@ def test_iperf3_tcp_fills_the_link(uml_kernel, tmp_path):
     allowed = rate * 1448 / 1502
     assert received == pytest.approx(allowed, rel=0.05), (received, allowed)
 
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_same_scenario_repeats_bit_for_bit(uml_kernel, tmp_path, shm):
+    import hashlib
+    import subprocess
+    import sys
+
+    commands = {
+        0: ["ping -c 3 10.0.0.2", "iperf3 -c 10.0.0.2 -t 2",
+            "cat /proc/sys/kernel/random/boot_id"],
+        1: ["iperf3 -s -1 -D", "sleep 6", "cat /proc/sys/kernel/random/boot_id"],
+    }
+    digests = []
+    for attempt in range(2):
+        run = tmp_path / f"run{attempt}"
+        run.mkdir()
+        # The second time with the other core busy: host load must change nothing.
+        hog = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
+               if attempt else None)
+        try:
+            guests = _run_pair(run, uml_kernel, "csma", 100_000_000, 0.001, commands,
+                               until="20s", shared_memory=shm)
+        finally:
+            if hog:
+                hog.kill()
+                hog.wait()
+        pcaps = sorted(run.glob("*.pcap"))
+        assert len(pcaps) == 2
+        outputs = [(r.command, r.stdout, r.returncode) for g in guests for r in g.read_outputs()]
+        assert all(rc == 0 for _, _, rc in outputs), outputs
+        digests.append(([hashlib.sha256(p.read_bytes()).hexdigest() for p in pcaps], outputs))
+    assert digests[0][0] == digests[1][0], "pcaps differ between identical runs"
+    assert digests[0][1] == digests[1][1], "guest outputs differ between identical runs"

@@ -163,6 +163,12 @@ EventLoop::ServeUntil(const std::function<bool()>& done, int64_t timeoutMs)
 }
 
 bool
+EventLoop::ServeInnerUntil(const std::function<bool()>& done, int64_t timeoutMs)
+{
+    return Serve(m_inner, done, timeoutMs, ~uint64_t{0});
+}
+
+bool
 EventLoop::WaitReadable(int fd, int64_t timeoutMs)
 {
     EpollAdd(m_inner, fd, TOKEN_WAITED);

@@ -37,6 +37,9 @@ class EventLoop
      */
     bool ServeUntil(const std::function<bool()>& done, int64_t timeoutMs);
 
+    /** Serve only inner descriptors until done() holds (false on timeout). */
+    bool ServeInnerUntil(const std::function<bool()>& done, int64_t timeoutMs);
+
     /** Wait until fd is readable, serving only inner descriptors meanwhile. */
     bool WaitReadable(int fd, int64_t timeoutMs);
 

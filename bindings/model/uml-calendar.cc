@@ -382,7 +382,7 @@ UmlCalendar::Insert(uint64_t ts, EventImpl* event, uint32_t context)
     if (m_running && TsToNs(ts) < m_grantedFreeUntil)
     {
         // Rule 2: the running client must not run past an event it just caused.
-        SetFreeUntil(m_running, TsToNs(ts));
+        SetFreeUntil(m_running, TsToNs(ts), true);
     }
     return EventId(event, ev.key.m_ts, ev.key.m_context, ev.key.m_uid);
 }
@@ -1238,16 +1238,33 @@ UmlCalendar::SyncRequests()
 }
 
 void
-UmlCalendar::SetFreeUntil(Client* c, uint64_t ns)
+UmlCalendar::SetFreeUntil(Client* c, uint64_t ns, bool confirm)
 {
     m_grantedFreeUntil = ns;
     if (c->shm)
     {
         m_shm->SetFreeUntil(ns);
+        return;
     }
-    else
+    Send(c, tt::OP_FREE_UNTIL, ns - std::min(ns, c->offset), true);
+    if (confirm && c->state == State::RUNNING && !c->peerClosed)
     {
-        Send(c, tt::OP_FREE_UNTIL, ns - std::min(ns, c->offset), true);
+        // A guest blocked on a device reply polls its time socket and the device socket
+        // together and leaves as soon as the reply is there: if both were readable, the
+        // new free-until would sit unread while it runs past it. So it must have taken
+        // the message (its ACK) before anything else is answered.
+        uint32_t seq = c->seq;
+        bool acked = m_loop->ServeInnerUntil(
+            [c, seq] {
+                return c->state != State::RUNNING ||
+                       std::find(c->pendingAcks.begin(), c->pendingAcks.end(), seq) ==
+                           c->pendingAcks.end();
+            },
+            YieldTimeoutMs());
+        if (!acked)
+        {
+            Fail("hang", c, "did not acknowledge FREE_UNTIL");
+        }
     }
 }
 
@@ -1257,7 +1274,7 @@ UmlCalendar::LowerFreeUntil(Time t)
     uint64_t ns = static_cast<uint64_t>(std::max<int64_t>(t.GetNanoSeconds(), 0));
     if (m_running && ns < m_grantedFreeUntil)
     {
-        SetFreeUntil(m_running, ns);
+        SetFreeUntil(m_running, ns, true);
     }
 }
 
@@ -1296,7 +1313,8 @@ UmlCalendar::RunClient(Client* c)
     {
         freeUntil = std::min(freeUntil, now + static_cast<uint64_t>(m_maxFreeRun.GetNanoSeconds()));
     }
-    SetFreeUntil(c, freeUntil);
+    // Sent before RUN on the same socket: the waiting guest reads them in order.
+    SetFreeUntil(c, freeUntil, false);
     Send(c, tt::OP_RUN, now - c->offset, !c->shm);
     bool yielded = false;
     try

@@ -182,7 +182,9 @@ class UmlCalendar : public SimulatorImpl
     void AcceptLateClients();
     void SyncRequests();
     void RunClient(Client* c);
-    void SetFreeUntil(Client* c, uint64_t ns);
+    /** Grant a client free running up to ns; with confirm, a message-mode client must
+     * have acknowledged it before this returns. */
+    void SetFreeUntil(Client* c, uint64_t ns, bool confirm);
     int64_t YieldTimeoutMs() const;
 
     // The event queue (as DefaultSimulatorImpl keeps it).
