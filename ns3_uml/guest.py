@@ -18,7 +18,9 @@ Commands: a plain string, or a :class:`Command` that can start at a simulated
 time (``at``, seconds of uptime) and run in the background. The init goes
 through the commands in order: each starts once the foreground commands before
 it have ended, and not before its ``at``; background commands are not waited
-for, except at the end, before power-off. ``GuestConfig.stop_at`` is a deadline
+for, except at the end, before power-off. No command starts before 1 s of uptime
+(``COMMANDS_NOT_BEFORE``): boot takes no simulated time, and programs such as
+ping treat a monotonic clock below 1 s as unset. ``GuestConfig.stop_at`` is a deadline
 in simulated seconds since boot: whatever still runs then is killed (SIGKILL to
 the commands' process group) and commands not started yet never start.
 
@@ -91,6 +93,8 @@ SEED_PARAM = "ns3uml.seed"
 
 # personality(2) flag that turns address-space randomisation off (setarch -R).
 ADDR_NO_RANDOMIZE = 0x0040000
+#: Uptime (s) before which no command starts; see build_init_script.
+COMMANDS_NOT_BEFORE = 1.0
 _PERSONALITY_QUERY = 0xFFFFFFFF
 
 _GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -339,7 +343,11 @@ def build_init_script(cfg: GuestConfig) -> str:
     ]
     # The same script, started again in its own session, runs the commands (so
     # that stop_at can kill all of them at once) or the stop_at timer.
-    lines += ["", 'if [ "$1" = --commands ]; then', f"  cd {GUEST_WORKDIR}"]
+    lines += ["", 'if [ "$1" = --commands ]; then', f"  cd {GUEST_WORKDIR}",
+              # Boot takes no simulated time, but programs such as ping take a
+              # monotonic clock below 1 s for "not set yet" (iputils' pinger then
+              # sends without waiting for its interval): start no earlier.
+              f"  wait_until {_ns(COMMANDS_NOT_BEFORE)}"]
     for c in commands:
         lines.append(f"  # command {c.name}")
         if c.at is not None:
