@@ -320,6 +320,30 @@ def test_free_until_lowered_when_a_device_creates_an_earlier_event(
     assert a.result()["timers_fired"] == 5
 
 
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_an_idle_client_is_never_run(make_calendar, clients, socket_path, tmp_path, shm):
+    # A UML with nothing pending asks for S64_MAX (with shm: plus its offset, past S64_MAX,
+    # so a late joiner's request overflows a signed time): that means "never".
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=1, shared_memory=shm, log=log)
+    ns = cal.ns
+    clients(socket_path, 1, sleeps(*[1000] * 5), shm=shm)
+    late = []
+
+    def join() -> None:
+        late.append(clients(socket_path, 2, [{"op": "idle"}], shm=shm))
+        cal.admit(1)
+
+    ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(2500), join)
+    summary = cal.run()
+    # Client 1 runs at 1 us, again after the join at 3 us, then freely to its end; the
+    # idle client is never run, and time does not jump to "never".
+    assert run_log(log) == [(1000, 1), (3000, 1)]
+    assert summary["sim_time_ns"] == 3000
+    cal.close()  # the idle client then loses its calendar, like a guest would
+    assert late[0].result()["runs"] == []
+
+
 def test_clean_departure_is_not_an_error(make_calendar, clients, socket_path):
     cal = make_calendar(clients=2)
     a = clients(socket_path, 1, [*sleeps(1000), {"op": "exit"}])

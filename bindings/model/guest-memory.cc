@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstring>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace ns3
@@ -30,9 +31,20 @@ GuestMemory::Map(const vhost::MemTable& table, const std::vector<int>& fds)
     for (uint32_t i = 0; error.empty() && i < table.nregions; ++i)
     {
         const vhost::MemRegion& r = table.regions[i];
-        if (r.size == 0 || r.userAddr + r.size < r.userAddr || r.guestAddr != r.userAddr)
+        if (r.size == 0 || r.userAddr + r.size < r.userAddr || r.guestAddr != r.userAddr ||
+            r.mmapOffset + r.size < r.mmapOffset)
         {
             error = "memory region " + std::to_string(i) + " is malformed";
+            break;
+        }
+        // Pages of a file mapping past the file's end raise SIGBUS when touched.
+        struct stat st{};
+        if (fstat(fds[i], &st) == 0 && S_ISREG(st.st_mode) &&
+            r.mmapOffset + r.size > static_cast<uint64_t>(st.st_size))
+        {
+            error = "memory region " + std::to_string(i) + " ends past its file (" +
+                    std::to_string(r.mmapOffset + r.size) + " > " +
+                    std::to_string(st.st_size) + " bytes)";
             break;
         }
         void* p = mmap(nullptr, r.size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[i],

@@ -93,6 +93,9 @@ UmlBridgeNetDevice::DoDispose()
     if (m_virtio)
     {
         m_virtio->SetTransmitCallback(MakeNullCallback<void, Ptr<Packet>>());
+        // The guest's socket goes with the simulation, even while a script still holds a
+        // reference to the device (it would keep the file and its descriptors otherwise).
+        m_virtio->Dispose();
     }
     m_virtio = nullptr;
     m_node = nullptr;

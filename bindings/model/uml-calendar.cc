@@ -696,6 +696,16 @@ UmlCalendar::RegisterProcess(uint64_t clientId, int pid)
 }
 
 void
+UmlCalendar::CheckDeparture(uint64_t clientId)
+{
+    auto it = m_clients.find(clientId);
+    if (it != m_clients.end())
+    {
+        CheckProcess(it->second.get());
+    }
+}
+
+void
 UmlCalendar::SetInterruptFd(int fd)
 {
     if (m_interruptFd >= 0 && m_loop)
@@ -1214,9 +1224,11 @@ UmlCalendar::SyncRequests()
         }
         tt::ShmClient* rec = Record(c);
         uint64_t want = tt::TIME_NEVER;
-        if (ShmLoad(&rec->flags) & tt::FLAG_REQ_RUN)
+        // An idle UML asks for S64_MAX (shm: plus its offset, past S64_MAX): never.
+        uint64_t req = ShmLoad(&rec->req_time);
+        if ((ShmLoad(&rec->flags) & tt::FLAG_REQ_RUN) && req < tt::TIME_NEVER)
         {
-            want = std::max(ShmLoad(&rec->req_time), now);
+            want = std::max(req, now);
         }
         if (want == c->scheduledNs)
         {

@@ -98,6 +98,9 @@ class UmlCalendar : public SimulatorImpl
     void AdmitClients(uint32_t n);
     /** The process behind a client: its abnormal death turns a departure into an error. */
     void RegisterProcess(uint64_t clientId, int pid);
+    /** A device lost its guest: if the process behind that client died abnormally, stop
+     * the run with a crash error naming it (a power-off is no error). */
+    void CheckDeparture(uint64_t clientId);
     /** A descriptor (Python's signal wakeup fd) whose SIGINT/SIGTERM byte stops the run. */
     void SetInterruptFd(int fd);
 

@@ -2,10 +2,12 @@
 
 #include "uml-calendar.h"
 
+#include "ns3/double.h"
 #include "ns3/log.h"
 #include "ns3/string.h"
 #include "ns3/uinteger.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <sys/socket.h>
@@ -23,7 +25,21 @@ namespace
 constexpr uint64_t REQUIRED_PROTOCOL = vhost::PROTOCOL_F_REPLY_ACK |
                                        vhost::PROTOCOL_F_BACKEND_REQ | vhost::PROTOCOL_F_CONFIG |
                                        vhost::PROTOCOL_F_INBAND_NOTIFICATIONS;
-constexpr int RECV_TIMEOUT_S = 10; // a message that starts must finish
+constexpr double IO_TIMEOUT_S = 10; // a message that starts must finish
+
+void
+SetIoTimeout(int fd, double seconds)
+{
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(seconds);
+    tv.tv_usec = static_cast<suseconds_t>((seconds - static_cast<double>(tv.tv_sec)) * 1e6);
+    if (tv.tv_sec == 0 && tv.tv_usec == 0)
+    {
+        tv.tv_usec = 1000; // 0 would mean "forever"
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
 } // namespace
 
 TypeId
@@ -179,8 +195,7 @@ VhostUserBackend::OnListenReadable()
         close(fd); // one front-end per device
         return;
     }
-    timeval tv{RECV_TIMEOUT_S, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    SetIoTimeout(fd, IoTimeout());
     m_connFd = fd;
     m_calendar->GetEventLoop().Watch(fd, [this](uint32_t) { OnConnReadable(); }, false);
 }
@@ -314,10 +329,27 @@ VhostUserBackend::Reply(const vhost::Header& req, const void* payload, uint32_t 
     std::memcpy(buf, &h, sizeof(h));
     std::memcpy(buf + sizeof(h), payload, size);
     ssize_t n = send(m_connFd, buf, sizeof(h) + size, MSG_NOSIGNAL);
-    if (n != static_cast<ssize_t>(sizeof(h) + size))
+    if (n == static_cast<ssize_t>(sizeof(h) + size))
     {
-        NS_LOG_WARN("reply to guest " << m_clientId << " failed");
+        return;
     }
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+    {
+        NS_LOG_INFO("guest " << m_clientId << " gone: reply not delivered");
+        return; // the read side sees it leave
+    }
+    // Blocking here would stop the calendar for good: no other timeout covers it.
+    GuestError("does not read its vhost-user socket (a reply could not be sent within " +
+               std::to_string(IoTimeout()) + " s)");
+}
+
+double
+VhostUserBackend::IoTimeout() const
+{
+    // The calendar's limit for a guest's replies, but a message that starts must finish soon.
+    DoubleValue limit;
+    m_calendar->GetAttribute("YieldTimeout", limit);
+    return std::min(limit.Get(), IO_TIMEOUT_S);
 }
 
 void
@@ -409,10 +441,7 @@ VhostUserBackend::Dispatch(const vhost::Header& h, const uint8_t* p, std::vector
             }
             m_backendFd = fds[0];
             fds.clear();
-            {
-                timeval tv{RECV_TIMEOUT_S, 0};
-                setsockopt(m_backendFd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-            }
+            SetIoTimeout(m_backendFd, IoTimeout());
             ReplyAck(h, 0);
             return;
         case vhost::GET_CONFIG: {
@@ -442,18 +471,28 @@ VhostUserBackend::Dispatch(const vhost::Header& h, const uint8_t* p, std::vector
             {
                 GuestError("SET_MEM_TABLE with " + std::to_string(t.nregions) + " regions");
             }
+            // Rings placed before point into the mapping that goes away: translate them
+            // again, or a later kick reads whatever is mapped there by then.
+            for (auto& q : m_queues)
+            {
+                q.Detach();
+            }
             std::string err = m_memory.Map(t, fds);
             fds.clear(); // taken (closed) by Map
             if (!err.empty())
             {
                 GuestError(err);
             }
+            for (auto& q : m_queues)
+            {
+                q.Remap(m_memory);
+            }
             ReplyAck(h, 0);
             return;
         }
         case vhost::SET_VRING_NUM: {
             auto s = state();
-            Queue(s.index).SetNum(s.num);
+            Queue(s.index).SetNum(m_memory, s.num);
             ReplyAck(h, 0);
             return;
         }
@@ -540,18 +579,26 @@ VhostUserBackend::CallGuest(uint32_t queue)
         vhost::VringState s;
     } msg{{vhost::BACKEND_VRING_CALL, vhost::FLAG_VERSION | vhost::FLAG_NEED_REPLY, 8},
           {queue, 0}};
-    if (send(m_backendFd, &msg, sizeof(msg), MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(msg)))
+    ssize_t sent = send(m_backendFd, &msg, sizeof(msg), MSG_NOSIGNAL);
+    if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
     {
         NS_LOG_INFO("guest " << m_clientId << " gone: call not delivered");
+        m_calendar->CheckDeparture(m_clientId); // a crash is an error, a power-off is not
         return;
+    }
+    if (sent != static_cast<ssize_t>(sizeof(msg)))
+    {
+        GuestError("does not read its backend channel (VRING_CALL not sent)");
     }
     m_calendar->WaitForReply(m_backendFd, m_clientId);
     // Header and status back to back: 20 bytes, no padding between them.
     uint8_t buf[sizeof(vhost::Header) + sizeof(uint64_t)];
     ssize_t n = recv(m_backendFd, buf, sizeof(buf), MSG_WAITALL);
-    if (n == 0)
+    if (n == 0 || (n < 0 && errno == ECONNRESET))
     {
-        return; // powered off meanwhile
+        // Gone meanwhile: powered off, or died (then its owner's verdict stops the run).
+        m_calendar->CheckDeparture(m_clientId);
+        return;
     }
     struct
     {

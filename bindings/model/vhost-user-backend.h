@@ -67,6 +67,8 @@ class VhostUserBackend : public Object
     void ReplyAck(const vhost::Header& h, uint64_t status);
     void Disconnect();
     void ReadExact(int fd, void* buf, size_t len, const char* what);
+    /** Wall-clock seconds a send or a started message may take on the guest's sockets. */
+    double IoTimeout() const;
 
     Ptr<UmlCalendar> m_calendar;
     int m_listenFd;

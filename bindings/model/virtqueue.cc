@@ -12,7 +12,7 @@ Virtqueue::Reset()
 }
 
 void
-Virtqueue::SetNum(uint32_t num)
+Virtqueue::SetNum(const GuestMemory& mem, uint32_t num)
 {
     if (num == 0 || num > vhost::MAX_QUEUE_SIZE || (num & (num - 1)) != 0)
     {
@@ -21,6 +21,8 @@ Virtqueue::SetNum(uint32_t num)
                              std::to_string(vhost::MAX_QUEUE_SIZE));
     }
     m_num = num;
+    // Rings checked for a smaller size would be read and written past what was checked.
+    Remap(mem);
 }
 
 void
@@ -43,16 +45,42 @@ Virtqueue::SetAddr(const GuestMemory& mem, uint64_t desc, uint64_t avail, uint64
     {
         throw VirtqueueError("SET_VRING_ADDR before SET_VRING_NUM");
     }
-    m_desc = reinterpret_cast<vhost::Desc*>(mem.Translate(desc, 16ULL * m_num));
-    m_avail = reinterpret_cast<uint16_t*>(mem.Translate(avail, 6ULL + 2ULL * m_num));
-    m_used = reinterpret_cast<uint16_t*>(mem.Translate(used, 6ULL + 8ULL * m_num));
-    if (!m_desc || !m_avail || !m_used || desc % 16 || avail % 2 || used % 4)
+    m_placed = true;
+    m_descAddr = desc;
+    m_availAddr = avail;
+    m_usedAddr = used;
+    Remap(mem);
+}
+
+void
+Virtqueue::Detach()
+{
+    m_desc = nullptr;
+    m_avail = nullptr;
+    m_used = nullptr;
+}
+
+void
+Virtqueue::Remap(const GuestMemory& mem)
+{
+    Detach();
+    if (!m_placed)
     {
-        m_desc = nullptr;
-        m_avail = nullptr;
-        m_used = nullptr;
-        throw VirtqueueError("ring addresses outside the guest's memory or misaligned");
+        return;
     }
+    auto* desc = reinterpret_cast<vhost::Desc*>(mem.Translate(m_descAddr, 16ULL * m_num));
+    auto* avail = reinterpret_cast<uint16_t*>(mem.Translate(m_availAddr, 6ULL + 2ULL * m_num));
+    auto* used = reinterpret_cast<uint16_t*>(mem.Translate(m_usedAddr, 6ULL + 8ULL * m_num));
+    if (!desc || !avail || !used || m_descAddr % 16 || m_availAddr % 2 || m_usedAddr % 4)
+    {
+        m_placed = false;
+        throw VirtqueueError("ring addresses outside the guest's memory or misaligned (queue "
+                             "size " +
+                             std::to_string(m_num) + ")");
+    }
+    m_desc = desc;
+    m_avail = avail;
+    m_used = used;
 }
 
 void

@@ -39,11 +39,16 @@ class Virtqueue
     };
 
     void Reset();
-    void SetNum(uint32_t num);
+    /** Queue size; rings already placed are checked again for the new size. */
+    void SetNum(const GuestMemory& mem, uint32_t num);
     void SetBase(uint16_t base);
     uint16_t GetBase() const;
     /** Ring addresses, translated and checked against the queue size. */
     void SetAddr(const GuestMemory& mem, uint64_t desc, uint64_t avail, uint64_t used);
+    /** The memory table is about to change: forget the pointers into the old mapping. */
+    void Detach();
+    /** Translate the rings again into the (new) memory table. */
+    void Remap(const GuestMemory& mem);
     void SetEnabled(bool enabled);
     bool IsReady() const;
 
@@ -57,6 +62,10 @@ class Virtqueue
 
   private:
     uint32_t m_num = 0;
+    bool m_placed = false; // SET_VRING_ADDR was accepted: the addresses below are valid
+    uint64_t m_descAddr = 0;
+    uint64_t m_availAddr = 0;
+    uint64_t m_usedAddr = 0;
     uint16_t m_lastAvail = 0;
     uint16_t m_usedIdx = 0;
     bool m_enabled = false;
