@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .calendar import Calendar, CalendarError
+from .simulation import GuestError, Simulation, UmlNode
 
-__all__ = ["Calendar", "CalendarError", "__version__"]
+__all__ = ["Calendar", "CalendarError", "GuestError", "Simulation", "UmlNode", "__version__"]
 __version__ = "0.1.0"

@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="two real guests on ns-3's clock (builds the kernel)")
+    demo = sub.add_parser(
+        "demo", help="two real guests ping each other over an ns-3 link (builds the kernel)"
+    )
     demo.add_argument("--workdir", default="runs/demo", help="where guest outputs go")
     demo.set_defaults(func=_demo)
 
