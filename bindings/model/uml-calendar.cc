@@ -1,5 +1,7 @@
 #include "uml-calendar.h"
 
+#include "unix-socket.h"
+
 #include "ns3/boolean.h"
 #include "ns3/double.h"
 #include "ns3/event-impl.h"
@@ -23,7 +25,6 @@
 #include <sstream>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -607,35 +608,11 @@ UmlCalendar::Listen()
         return;
     }
     GetEventLoop();
-    if (m_socketPath.empty())
+    std::string error;
+    int fd = ListenUnixSocket(m_socketPath, 128, error);
+    if (fd < 0)
     {
-        throw UmlCalendarError("setup", false, 0, "UmlCalendar: SocketPath is not set");
-    }
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (m_socketPath.size() >= sizeof(addr.sun_path))
-    {
-        throw UmlCalendarError("setup",
-                               false,
-                               0,
-                               "socket path too long (max " +
-                                   std::to_string(sizeof(addr.sun_path) - 1) +
-                                   " bytes): " + m_socketPath);
-    }
-    std::memcpy(addr.sun_path, m_socketPath.c_str(), m_socketPath.size() + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        listen(fd, 128) != 0)
-    {
-        std::string err = std::strerror(errno);
-        if (fd >= 0)
-        {
-            close(fd);
-        }
-        throw UmlCalendarError("setup",
-                               false,
-                               0,
-                               "cannot listen on " + m_socketPath + ": " + err);
+        throw UmlCalendarError("setup", false, 0, "UmlCalendar: " + error);
     }
     m_listenFd = fd;
     if (m_sharedMemory)

@@ -1,6 +1,7 @@
 #include "vhost-user-backend.h"
 
 #include "uml-calendar.h"
+#include "unix-socket.h"
 
 #include "ns3/double.h"
 #include "ns3/log.h"
@@ -11,7 +12,6 @@
 #include <cerrno>
 #include <cstring>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 namespace ns3
@@ -109,23 +109,11 @@ VhostUserBackend::Listen()
     {
         m_queues.resize(GetNumQueues());
     }
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (m_socketPath.empty() || m_socketPath.size() >= sizeof(addr.sun_path))
+    std::string error;
+    int fd = ListenUnixSocket(m_socketPath, 4, error);
+    if (fd < 0)
     {
-        throw UmlCalendarError("setup", false, 0, "bad vhost-user socket path '" + m_socketPath + "'");
-    }
-    std::memcpy(addr.sun_path, m_socketPath.c_str(), m_socketPath.size() + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        listen(fd, 4) != 0)
-    {
-        std::string err = std::strerror(errno);
-        if (fd >= 0)
-        {
-            close(fd);
-        }
-        throw UmlCalendarError("setup", false, 0, "cannot listen on " + m_socketPath + ": " + err);
+        throw UmlCalendarError("setup", false, 0, "vhost-user device: " + error);
     }
     m_listenFd = fd;
     m_calendar->GetEventLoop().Watch(fd, [this](uint32_t) { OnListenReadable(); }, false);
