@@ -1,6 +1,7 @@
 #include "virtio-net-device.h"
 
 #include "ns3/log.h"
+#include "ns3/mac48-address.h"
 #include "ns3/simulator.h"
 #include "ns3/trace-source-accessor.h"
 #include "ns3/uinteger.h"
@@ -26,6 +27,13 @@ VirtioNetDevice::GetTypeId()
             .SetParent<VhostUserBackend>()
             .SetGroupName("Uml")
             .AddConstructor<VirtioNetDevice>()
+            .AddAttribute("Mac",
+                          "The MAC the guest reads from the device's config space (a "
+                          "bridge to a Wi-Fi station or ad-hoc device replaces it with "
+                          "that device's own).",
+                          Mac48AddressValue(Mac48Address("02:75:00:00:00:00")),
+                          MakeMac48AddressAccessor(&VirtioNetDevice::m_mac),
+                          MakeMac48AddressChecker())
             .AddAttribute("RxQueueLimit",
                           "Frames kept for the guest while it has no receive buffer posted.",
                           UintegerValue(1000),
