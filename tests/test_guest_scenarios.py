@@ -224,7 +224,7 @@ _RTT_RECORDER = """
 #include "ns3/callback.h"
 #include "ns3/nstime.h"
 #include <vector>
-namespace ns3uml_test {
+namespace ns3uml_scenarios {
 std::vector<long long> ping_rtts_ns;
 void OnPingRtt(uint16_t, ns3::Time rtt) { ping_rtts_ns.push_back(rtt.GetNanoSeconds()); }
 void RecordPingRtts(ns3::Ptr<ns3::Application> app) {
@@ -238,9 +238,9 @@ void RecordPingRtts(ns3::Ptr<ns3::Application> app) {
 def _rtt_recorder() -> Any:
     import cppyy
 
-    if not hasattr(cppyy.gbl, "ns3uml_test"):
+    if not hasattr(cppyy.gbl, "ns3uml_scenarios"):
         cppyy.cppdef(_RTT_RECORDER)
-    return cppyy.gbl.ns3uml_test
+    return cppyy.gbl.ns3uml_scenarios
 
 
 @pytest.fixture
