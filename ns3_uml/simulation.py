@@ -137,6 +137,9 @@ class Simulation:
             raise
         self.ns = self.calendar.ns
         self.ns.RngSeedManager.SetSeed(seed)
+        # ns-3's own stacks send zero IP/ICMP/TCP checksums unless told otherwise, and a
+        # guest's Linux drops such packets: native nodes must checksum to talk to guests.
+        self.ns.GlobalValue.Bind("ChecksumEnabled", self.ns.BooleanValue(True))
         self.nodes: dict[str, UmlNode] = {}
         self._subnets = 0
         self._closed = False
