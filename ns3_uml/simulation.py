@@ -228,16 +228,12 @@ class Simulation:
         except BaseException:
             self._kill_guests()
             raise
-        self._finish_guests()
+        # Guests that reached the end powered off by themselves; at `until` the rest stop.
+        self._kill_guests()
         return summary
 
-    def _finish_guests(self) -> None:
-        # Guests that reached the end power off by themselves; at `until` the rest stop.
-        for node in self.nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                node.process.kill()
-
     def _kill_guests(self) -> None:
+        # GuestProcess.kill is a no-op for a guest that has already exited.
         for node in self.nodes.values():
             if node.process is not None:
                 node.process.kill()

@@ -380,11 +380,8 @@ UmlCalendar::Insert(uint64_t ts, EventImpl* event, uint32_t context)
     m_uid++;
     m_unscheduledEvents++;
     m_events->Insert(ev);
-    if (m_running && TsToNs(ts) < m_grantedFreeUntil)
-    {
-        // Rule 2: the running client must not run past an event it just caused.
-        SetFreeUntil(m_running, TsToNs(ts), true);
-    }
+    // Rule 2: the running client must not run past an event it just caused.
+    LowerFreeUntilNs(TsToNs(ts));
     return EventId(event, ev.key.m_ts, ev.key.m_context, ev.key.m_uid);
 }
 
@@ -1260,7 +1257,12 @@ UmlCalendar::SetFreeUntil(Client* c, uint64_t ns, bool confirm)
 void
 UmlCalendar::LowerFreeUntil(Time t)
 {
-    uint64_t ns = static_cast<uint64_t>(std::max<int64_t>(t.GetNanoSeconds(), 0));
+    LowerFreeUntilNs(static_cast<uint64_t>(std::max<int64_t>(t.GetNanoSeconds(), 0)));
+}
+
+void
+UmlCalendar::LowerFreeUntilNs(uint64_t ns)
+{
     if (m_running && ns < m_grantedFreeUntil)
     {
         SetFreeUntil(m_running, ns, true);

@@ -188,6 +188,7 @@ class UmlCalendar : public SimulatorImpl
     /** Grant a client free running up to ns; with confirm, a message-mode client must
      * have acknowledged it before this returns. */
     void SetFreeUntil(Client* c, uint64_t ns, bool confirm);
+    void LowerFreeUntilNs(uint64_t ns);
     int64_t YieldTimeoutMs() const;
 
     // The event queue (as DefaultSimulatorImpl keeps it).
