@@ -57,7 +57,7 @@ def flood(shm: bool, seconds: int) -> dict:
             wall = time.perf_counter()
             summary = sim.run(until=f"{seconds + 5}s")
             wall = time.perf_counter() - wall
-            frames = pcap_frames(Path(tmp) / "pcap" / "p2p0-0-0.pcap")
+            frames = pcap_frames(sim.node("tx").pcaps["eth0"])
     return {"frames": frames, "wall_s": wall, "frames_per_wall_s": frames / wall,
             "sim_s": summary["sim_time_ns"] / 1e9}
 

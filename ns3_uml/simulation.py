@@ -1,4 +1,4 @@
-"""The simulation a script builds: guests as ns-3 nodes, links between them, one run."""
+"""The simulation a script builds: guests and native nodes, the links between them, one run."""
 
 from __future__ import annotations
 
@@ -7,19 +7,21 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .bridge import bridge_interface, guest_mac
+from . import links
 from .calendar import Calendar, CalendarError
-from .guest import (
-    Command,
-    CommandResult,
-    GuestConfig,
-    GuestProcess,
-    InterfaceConfig,
-    guest_seed,
-)
+from .guest import GuestProcess
 from .kernel import ensure_kernel
+from .node import NativeNode, Node, UmlNode
+from .units import parse_time
+
+if TYPE_CHECKING:
+    import pandas
+
+#: Columns of ``Simulation.results()``, in order.
+RESULT_COLUMNS = ("node", "name", "command", "returncode", "start", "end", "duration",
+                  "background", "killed", "stdout", "stderr")
 
 
 class GuestError(CalendarError):
@@ -28,103 +30,42 @@ class GuestError(CalendarError):
     def __init__(self, kind: str, client_id: int | None, message: str, node: str | None,
                  console_log: Path | None) -> None:
         super().__init__(kind, client_id, message)
+        #: The guest's name (None if the error names no guest).
         self.node = node
+        #: Its console log, the first place to look.
         self.console_log = console_log
 
 
-class UmlNode:
-    """A real Linux guest that is also an ns-3 node (``ns3_node``)."""
-
-    def __init__(self, sim: "Simulation", name: str, index: int, memory: str) -> None:
-        self.sim = sim
-        self.name = name
-        self.index = index
-        self.client_id = index + 1
-        self.memory = memory
-        self.ns3_node = sim.ns.CreateObject["ns3::Node"]()
-        self.workdir = sim.workdir / name
-        self.interfaces: list[InterfaceConfig] = []
-        self.routes: list[str] = []
-        self.sysctls: dict[str, str] = {}
-        self._commands: list[Command] = []
-        self.process: GuestProcess | None = None
-
-    def __repr__(self) -> str:
-        return f"UmlNode({self.name!r})"
-
-    def run(self, cmd: str, at: float | str | None = None, background: bool = False,
-            name: str | None = None) -> None:
-        """Run a shell command in the guest, after the previous ones, or not before ``at``
-        (simulated seconds since boot). Its results are found under ``name`` (default:
-        the program's name, numbered if it repeats)."""
-        from .units import parse_time  # noqa: PLC0415
-
-        start = None if at is None else parse_time(at) / 1e9
-        self._commands.append(Command(cmd, start, background, name or self._default_name(cmd)))
-
-    def attach(self, device: Any, ip: str | None = None, ipv6: str | None = None,
-               mtu: int | None = None) -> str:
-        """Bridge a new guest interface to ``device``, an ns-3 NetDevice on this node.
-        Returns the interface's name in the guest (eth0, eth1, ...)."""
-        if device.GetNode() != self.ns3_node:
-            raise ValueError(f"{self.name}: the device is on another ns-3 node; build it on "
-                             f"{self.name}.ns3_node")
-        k = len(self.interfaces)
-        socket = self.sim._socket_path(f"{self.index}-{k}")
-        bridge_interface(self.ns3_node, device, socket, self.client_id, guest_mac(self.index, k))
-        self.interfaces.append(InterfaceConfig(socket, ipv4=ip, ipv6=ipv6, mtu=mtu))
-        return f"eth{k}"
-
-    def result(self, name: str) -> CommandResult:
-        """What the command called ``name`` did (stdout, stderr, exit code, times)."""
-        for r in self.results():
-            if r.name == name:
-                return r
-        names = ", ".join(r.name for r in self.results()) or "none"
-        raise KeyError(f"{self.name} has no command {name!r} (it has: {names})")
-
-    def results(self) -> list[CommandResult]:
-        """Every command's results, in the order given."""
-        if self.process is None:
-            return []
-        return self.process.read_outputs()
-
-    @property
-    def console_log(self) -> Path:
-        return self.workdir / "console.log"
-
-    def _default_name(self, cmd: str) -> str:
-        base = os.path.basename(cmd.split()[0]) if cmd.split() else "cmd"
-        base = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in base) or "cmd"
-        taken = {c.name for c in self._commands}
-        name, n = base, 2
-        while name in taken:
-            name, n = f"{base}-{n}", n + 1
-        return name
-
-    def _config(self) -> GuestConfig:
-        return GuestConfig(
-            name=self.name, client_id=self.client_id, tt_socket=self.sim.calendar.socket_path,
-            workdir=self.workdir, memory=self.memory, commands=list(self._commands),
-            interfaces=list(self.interfaces), routes=list(self.routes),
-            sysctls=dict(self.sysctls), seed=guest_seed(self.sim.seed, self.name),
-        )
-
-
 class Simulation:
-    """One ns-3 simulation with real guests; one per process at a time.
+    """One ns-3 simulation with real Linux guests; one per process at a time.
 
     Creating it installs the calendar as ns-3's simulator implementation, so raw ns-3
-    (``sim.ns``) can be used alongside: nodes, devices, applications, tracing.
+    (``sim.ns``, the ``ns`` namespace of the ns3 package) works alongside: nodes, devices,
+    applications, tracing. ``workdir`` receives every guest's directory and the pcaps;
+    ``seed`` fixes ns-3's random streams and every guest's entropy, so a run repeats bit
+    for bit. ``shared_memory`` uses shared-memory scheduling with the guests (faster;
+    same results); ``memory`` is each guest's default RAM; ``yield_timeout`` is how long
+    (wall seconds) a guest may run without yielding before it counts as hung.
+
+    Use it as a context manager (or call ``close()``) so that its guests, sockets and ns-3
+    state are gone when you are done.
     """
+
+    _open: "Simulation | None" = None
 
     def __init__(self, workdir: str | os.PathLike[str] = "runs/sim", seed: int = 1, *,
                  shared_memory: bool = True, memory: str = "64M",
                  yield_timeout: float = 120.0) -> None:
-        if seed < 1:
+        if Simulation._open is not None:
+            raise RuntimeError(
+                f"a Simulation is already open in this process (workdir "
+                f"{Simulation._open.workdir}); ns-3 runs one simulation per process: close it "
+                "first (sim.close(), or leave its with-block)")
+        if not isinstance(seed, int) or seed < 1:
             raise ValueError("seed must be a positive integer (ns-3 seeds start at 1)")
         self.workdir = Path(workdir).absolute()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        #: ns-3's run number stays 1; the seed alone tells runs apart.
         self.seed = seed
         self.memory = memory
         # Unix socket paths are limited to 107 bytes: keep them in a short private dir.
@@ -135,96 +76,197 @@ class Simulation:
         except BaseException:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             raise
+        #: The ``ns`` namespace of the ns3 package, for raw ns-3.
         self.ns = self.calendar.ns
         self.ns.RngSeedManager.SetSeed(seed)
         # ns-3's own stacks send zero IP/ICMP/TCP checksums unless told otherwise, and a
         # guest's Linux drops such packets: native nodes must checksum to talk to guests.
         self.ns.GlobalValue.Bind("ChecksumEnabled", self.ns.BooleanValue(True))
-        self.nodes: dict[str, UmlNode] = {}
+        # Address helpers remember addresses process-wide; a script run twice reuses them.
+        self.ns.Ipv4AddressGenerator.Reset()
+        #: Every node by name, guests and native nodes, in the order added.
+        self.nodes: dict[str, Node] = {}
+        self._guests: list[UmlNode] = []
         self._subnets = 0
+        self._links: dict[str, int] = {}
+        self._ran = False
         self._closed = False
+        Simulation._open = self
+
+    def __repr__(self) -> str:
+        return f"Simulation({str(self.workdir)!r}, seed={self.seed}, nodes={list(self.nodes)})"
 
     # ------------------------------------------------------------------ building
     def add_node(self, name: str, run: Iterable[str] | None = None,
-                 memory: str | None = None) -> UmlNode:
-        """A new guest named ``name`` (its hostname) running ``run`` in order."""
-        if name in self.nodes:
-            raise ValueError(f"there is already a node named {name!r}")
-        node = UmlNode(self, name, len(self.nodes), memory or self.memory)
+                 memory: str | None = None, sysctls: dict[str, str] | None = None) -> UmlNode:
+        """A new guest named ``name`` (also its hostname) that runs the shell commands
+        ``run`` one after the other from 1 s of simulated uptime. More commands, with start
+        times or in the background: ``node.run(...)``. ``memory``: its RAM (default: the
+        simulation's). ``sysctls``: set at boot (e.g. {"net.ipv4.ip_forward": "1"})."""
+        self._check_name(name)
+        node = UmlNode(self, name, len(self._guests), memory or self.memory)
+        node.sysctls.update(sysctls or {})
         for cmd in run or []:
             node.run(cmd)
         self.nodes[name] = node
+        self._guests.append(node)
         return node
 
-    def node(self, name: str) -> UmlNode:
+    def add_native_node(self, name: str) -> NativeNode:
+        """A new ns-3 node with ns-3's own Internet stack (no guest): links address it like a
+        guest; install ns-3 applications on its ``ns3_node``."""
+        self._check_name(name)
+        node = NativeNode(self, name)
+        self.nodes[name] = node
+        return node
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``."""
         try:
             return self.nodes[name]
         except KeyError:
             known = ", ".join(self.nodes) or "none"
             raise KeyError(f"no node named {name!r} (nodes: {known})") from None
 
-    def point_to_point(self, a: UmlNode | str, b: UmlNode | str, rate: str = "100Mbps",
-                       delay: str = "1ms") -> Any:
-        """Link two guests over ns-3's point-to-point model; they get the next /24
-        (10.0.0.1 and .2 for the first link). Returns the ns-3 devices."""
-        return self._link([self._as_node(a), self._as_node(b)], "p2p", rate, delay)
+    @property
+    def guests(self) -> list[UmlNode]:
+        """The guests, in the order added."""
+        return list(self._guests)
 
-    def csma(self, nodes: Sequence[UmlNode | str], rate: str = "100Mbps",
-             delay: str = "0.1ms") -> Any:
-        """Put guests on one ns-3 CSMA (Ethernet-like) channel, addressed .1, .2, ... of
-        the next /24. Returns the ns-3 devices."""
-        return self._link([self._as_node(n) for n in nodes], "csma", rate, delay)
+    def point_to_point(self, a: Node | str, b: Node | str, rate: str = "100Mbps",
+                       delay: str = "1ms", subnet: str | None = None) -> Any:
+        """Link two nodes over ns-3's point-to-point model (``DataRate`` ``rate``, channel
+        ``Delay`` ``delay``). They get .1 and .2 of ``subnet`` (default: the next free /24,
+        10.0.0.0/24 for the first link). Returns the ns-3 devices (a NetDeviceContainer)."""
+        members = [self._as_node(a), self._as_node(b)]
+        if members[0] is members[1]:
+            raise ValueError(f"a point-to-point link needs two nodes, got {members[0].name} "
+                             "twice")
+        devices, helper = links.point_to_point(self.ns, self._ns3_nodes(members), rate, delay)
+        return self._connect("p2p", members, devices, helper, subnet)
 
-    def _as_node(self, n: UmlNode | str) -> UmlNode:
-        return self.node(n) if isinstance(n, str) else n
+    def csma(self, nodes: Sequence[Node | str], rate: str = "100Mbps", delay: str = "0.1ms",
+             subnet: str | None = None) -> Any:
+        """Put nodes on one ns-3 CSMA (Ethernet-like) channel, addressed .1, .2, ... of
+        ``subnet`` (default: the next free /24). Returns the ns-3 devices."""
+        members = self._members(nodes, "csma")
+        devices, helper = links.csma(self.ns, self._ns3_nodes(members), rate, delay)
+        return self._connect("csma", members, devices, helper, subnet)
 
-    def _link(self, members: list[UmlNode], kind: str, rate: str, delay: str) -> Any:
-        ns = self.ns
-        container = ns.NodeContainer()
-        for m in members:
-            container.Add(m.ns3_node)
-        if kind == "p2p":
-            helper = ns.PointToPointHelper()
-            helper.SetDeviceAttribute("DataRate", ns.StringValue(rate))
-        else:
-            helper = ns.CsmaHelper()
-            helper.SetChannelAttribute("DataRate", ns.StringValue(rate))
-        helper.SetChannelAttribute("Delay", ns.StringValue(delay))
-        devices = helper.Install(container)
-        subnet = ipaddress.IPv4Network(f"10.{self._subnets // 256}.{self._subnets % 256}.0/24")
-        self._subnets += 1
-        hosts = subnet.hosts()
-        for i, m in enumerate(members):
-            m.attach(devices.Get(i), ip=f"{next(hosts)}/{subnet.prefixlen}")
+    def wifi(self, stations: Sequence[Node | str], ap: Node | str | None = None, *,
+             ssid: str = "ns3-uml", standard: str = "802.11a", data_mode: str | None = None,
+             distance: float = 5.0, subnet: str | None = None) -> Any:
+        """Put nodes on one ns-3 Wi-Fi channel (Yans): ``stations`` associated with the
+        access point ``ap``, or ad hoc among themselves if there is none. The AP stands at
+        the origin and the stations ``distance`` metres apart on a line; ``standard`` is
+        "802.11a", "802.11g", "802.11n", ...; ``data_mode`` fixes the rate (e.g.
+        "OfdmRate24Mbps"). Addresses: the AP .1, then the stations in order. Returns the
+        ns-3 devices (the AP's first). A station needs a few hundred ms of simulated time
+        to associate before it can send."""
+        members = self._members(([ap] if ap is not None else []) + list(stations), "wifi")
+        devices, phy = links.wifi(self.ns, self._ns3_nodes(members), ap is not None, ssid,
+                                  standard, data_mode, distance)
+        return self._connect("wifi", members, devices, phy, subnet)
+
+    def _check_name(self, name: str) -> None:
+        self._check_building()
+        if name in self.nodes:
+            raise ValueError(f"there is already a node named {name!r}")
+        # A guest's name is its hostname and names its directory.
+        if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+            raise ValueError(f"node name {name!r}: use letters, digits, '-' and '_'")
+
+    def _check_building(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Simulation is closed")
+        if self._ran:
+            raise RuntimeError("this Simulation has run already: nodes, links and commands "
+                               "must be added before run(); build a new Simulation")
+
+    def _as_node(self, n: Node | str) -> Node:
+        if isinstance(n, str):
+            return self.node(n)
+        if not isinstance(n, Node) or self.nodes.get(n.name) is not n:
+            raise ValueError(f"{n!r} is not a node of this Simulation")
+        return n
+
+    def _members(self, nodes: Sequence[Node | str], kind: str) -> list[Node]:
+        members = [self._as_node(n) for n in nodes]
+        if len(members) < 2:
+            raise ValueError(f"a {kind} channel needs at least two nodes")
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a node is on the {kind} channel twice: {names}")
+        return members
+
+    @staticmethod
+    def _ns3_nodes(members: list[Node]) -> list[Any]:
+        return [m.ns3_node for m in members]
+
+    def _connect(self, kind: str, members: list[Node], devices: Any, pcap_helper: Any,
+                 subnet: str | None) -> Any:
+        """Address and attach every member's device and write a pcap per device."""
+        self._check_building()
+        net = self._next_subnet(subnet, len(members))
+        link = f"{kind}{self._links.get(kind, 0)}"
+        self._links[kind] = self._links.get(kind, 0) + 1
         pcap_dir = self.workdir / "pcap"
         pcap_dir.mkdir(exist_ok=True)
-        helper.EnablePcap(str(pcap_dir / f"{kind}{self._subnets - 1}"), devices)
+        hosts = net.hosts()
+        for i, m in enumerate(members):
+            device = devices.Get(i)
+            interface = m.attach(device, ip=f"{next(hosts)}/{net.prefixlen}")
+            path = pcap_dir / f"{link}-{m.name}.pcap"
+            pcap_helper.EnablePcap(str(path), device, False, True)  # an explicit file name
+            m.pcaps[interface] = path
         return devices
+
+    def _next_subnet(self, subnet: str | None, hosts: int) -> ipaddress.IPv4Network:
+        if subnet is None:
+            k = self._subnets
+            self._subnets += 1
+            net = ipaddress.IPv4Network(f"10.{k // 256}.{k % 256}.0/24")
+        else:
+            net = ipaddress.IPv4Network(subnet)
+        if net.num_addresses - 2 < hosts:
+            raise ValueError(f"subnet {net} has no room for {hosts} nodes")
+        return net
 
     def _socket_path(self, tag: str) -> Path:
         return self._sockdir / f"net{tag}.sock"
 
     # ------------------------------------------------------------------ running
-    def run(self, until: str | float | None = None) -> dict[str, Any]:
-        """Boot every guest, run until ``until`` (simulated) or until all are done, and
-        collect their results. A guest that crashes or hangs stops the run with a
-        GuestError naming it; the others are shut down and every file stays on disk."""
+    def run(self, until: str | float | None = None, progress: bool = False) -> dict[str, Any]:
+        """Boot every guest and run until ``until`` (simulated: "10s", or seconds), or until
+        every guest has powered off after its last command. ``progress`` shows a bar of
+        simulated time. Returns the calendar's summary (clients, messages, times).
+
+        A guest that crashes or hangs stops the run with a GuestError naming it; Ctrl-C
+        stops it with KeyboardInterrupt. Either way the guests are shut down and every
+        file written so far stays."""
+        self._check_building()
+        until_ns = None if until is None else parse_time(until)
+        self._ran = True
         kernel = ensure_kernel(progress=True)
-        self.calendar.impl.ExpectClients(len(self.nodes))
+        self.calendar.impl.ExpectClients(len(self._guests))
         try:
-            for node in self.nodes.values():
+            for node in self._guests:
                 node.process = GuestProcess(node._config(), kernel=kernel)
                 node.process.start()
                 self.calendar.register_process(node.client_id, node.process.pid)
-            summary = self.calendar.run(until=until)
+            if progress:
+                from .progress import SimTimeProgress  # noqa: PLC0415
+
+                total = None if until_ns is None else until_ns / 1e9
+                with SimTimeProgress(self._progress_ns, total):
+                    summary = self.calendar.run(until=until)
+            else:
+                summary = self.calendar.run(until=until)
         except CalendarError as exc:
             self._kill_guests()
-            node = next((n for n in self.nodes.values() if n.client_id == exc.client_id), None)
-            where = f"guest {node.name!r}: " if node else ""
-            log = node.console_log if node else None
-            hint = f" (console log: {log})" if log else ""
-            raise GuestError(exc.kind, exc.client_id, f"{where}{exc}{hint}",
-                             node.name if node else None, log) from None
+            if exc.kind == "interrupted":
+                raise KeyboardInterrupt(str(exc)) from None
+            raise self._guest_error(exc) from None
         except BaseException:
             self._kill_guests()
             raise
@@ -232,20 +274,62 @@ class Simulation:
         self._kill_guests()
         return summary
 
+    def _progress_ns(self) -> int:
+        return int(self.calendar.impl.GetProgressNs())
+
+    def _guest_error(self, exc: CalendarError) -> GuestError:
+        node = next((n for n in self._guests if n.client_id == exc.client_id), None)
+        where = f"guest {node.name!r}: " if node else ""
+        log = node.console_log if node else None
+        hint = f" (console log: {log})" if log else ""
+        return GuestError(exc.kind, exc.client_id, f"{where}{exc}{hint}",
+                          node.name if node else None, log)
+
     def _kill_guests(self) -> None:
         # GuestProcess.kill is a no-op for a guest that has already exited.
-        for node in self.nodes.values():
+        for node in self._guests:
             if node.process is not None:
                 node.process.kill()
 
+    # ------------------------------------------------------------------ results
+    def results(self) -> "pandas.DataFrame":
+        """Every guest command's results, one row each: node, name, command, returncode
+        (None: did not finish), start and end (simulated seconds since boot), duration,
+        background, killed (by a ``stop_at``), stdout, stderr."""
+        import pandas as pd  # noqa: PLC0415  (only results need it; import stays quick)
+
+        rows = [
+            {"node": node.name, "name": r.name, "command": r.command,
+             "returncode": r.returncode, "start": r.start, "end": r.end,
+             "duration": r.duration, "background": r.background, "killed": r.killed,
+             "stdout": r.stdout, "stderr": r.stderr}
+            for node in self._guests for r in node.results()
+        ]
+        frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+        return frame.astype({"returncode": "Int64"})
+
+    def pcaps(self) -> "pandas.DataFrame":
+        """The capture files of the devices the Simulation built: node, interface, path."""
+        import pandas as pd  # noqa: PLC0415
+
+        rows = [{"node": n.name, "interface": iface, "path": path}
+                for n in self.nodes.values() for iface, path in n.pcaps.items()]
+        return pd.DataFrame(rows, columns=["node", "interface", "path"])
+
+    # ------------------------------------------------------------------ the end
     def close(self) -> None:
-        """Stop every guest, destroy the ns-3 simulation and remove the sockets."""
+        """Stop every guest, destroy the ns-3 simulation and remove the sockets. Results and
+        files in ``workdir`` stay readable."""
         if self._closed:
             return
         self._closed = True
-        self._kill_guests()
-        self.calendar.close()
-        shutil.rmtree(self._sockdir, ignore_errors=True)
+        try:
+            self._kill_guests()
+            self.calendar.close()
+        finally:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            if Simulation._open is self:
+                Simulation._open = None
 
     def __enter__(self) -> "Simulation":
         return self

@@ -40,7 +40,7 @@ def test_ping_over_point_to_point(uml_kernel, tmp_path):
     assert sockets  # the guests' sockets existed during the run...
     assert not any(p.exists() for p in sockets)  # ...and are gone now
     assert sorted(p.name for p in (tmp_path / "run" / "pcap").iterdir()) == [
-        "p2p0-0-0.pcap", "p2p0-1-0.pcap"]
+        "p2p0-a.pcap", "p2p0-b.pcap"]
     assert not _uml_processes(tmp_path / "run")
 
 
@@ -73,7 +73,7 @@ def test_a_guest_that_crashes_or_hangs_is_named(uml_kernel, tmp_path, how):
         assert "killed by signal 9" in str(e)
     # The others were shut down, what was written stays, nothing is left behind.
     assert a.process.poll() is not None and b.process.poll() is not None
-    assert a.console_log.exists() and (run / "pcap" / "p2p0-0-0.pcap").stat().st_size > 24
+    assert a.console_log.exists() and (run / "pcap" / "p2p0-a.pcap").stat().st_size > 24
     assert not _uml_processes(run)
     assert not any(p.exists() for p in sockets)
 

@@ -537,7 +537,7 @@ UmlCalendar::CurrentTs() const
     {
         uint64_t ns = std::min(m_shm->GetCurrentTime(), m_grantedFreeUntil);
         uint64_t ts = NsToTs(ns);
-        return std::max(ts, m_currentTs);
+        return std::max<uint64_t>(ts, m_currentTs);
     }
     return m_currentTs;
 }
@@ -1391,6 +1391,12 @@ uint64_t
 UmlCalendar::GetHandoffCount() const
 {
     return m_handoffs;
+}
+
+uint64_t
+UmlCalendar::GetProgressNs() const
+{
+    return TimeStep(m_currentTs.load(std::memory_order_relaxed)).GetNanoSeconds();
 }
 
 std::string

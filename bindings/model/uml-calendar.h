@@ -14,6 +14,7 @@
 #include "ns3/simulator-impl.h"
 #include "ns3/traced-callback.h"
 
+#include <atomic>
 #include <cstdio>
 #include <list>
 #include <map>
@@ -119,6 +120,11 @@ class UmlCalendar : public SimulatorImpl
     uint64_t GetHandoffCount() const;
     /** Clients, messages and times as a JSON object. */
     std::string GetSummaryJson() const;
+    /**
+     * The simulated time the schedule has committed to, in ns. Safe to call from another
+     * thread while Run() blocks (progress bars).
+     */
+    uint64_t GetProgressNs() const;
     /** Close every client and the listening socket and remove its file. */
     void Shutdown();
 
@@ -206,7 +212,8 @@ class UmlCalendar : public SimulatorImpl
     bool m_stop;
     uint32_t m_uid;
     uint32_t m_currentUid;
-    uint64_t m_currentTs;
+    // Atomic so that GetProgressNs() may read it from another thread during Run().
+    std::atomic<uint64_t> m_currentTs;
     uint32_t m_currentContext;
     uint64_t m_eventCount;
     int m_unscheduledEvents;
