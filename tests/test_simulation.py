@@ -101,3 +101,110 @@ def test_a_native_ns3_node_built_with_raw_ns3_talks_to_a_guest(uml_kernel, tmp_p
     # ns-3's stack answers the guest's pings (with checksums a Linux stack accepts).
     assert ping.returncode == 0, ping.stdout + ping.stderr
     assert "3 received" in ping.stdout
+
+
+def test_results_table_pcaps_and_a_command_missing_in_the_guest(uml_kernel, tmp_path):
+    with Simulation(workdir=tmp_path / "run", seed=1) as sim:
+        a = sim.add_node("a")
+        b = sim.add_node("b", run=["sleep 3"])
+        sim.csma([a, b], rate="100Mbps", delay="1ms")
+        assert (a.ip, b.ip) == ("10.0.0.1", "10.0.0.2")
+        assert a.run(f"ping -c 2 {b.ip}") == "ping"
+        assert a.run("no-such-program --flag") == "no-such-program"
+        assert a.run("echo still here", at="2.5s") == "echo"
+        sim.run(until="10s", progress=True)
+        table = sim.results()
+        pcaps = sim.pcaps()
+    assert list(table["node"]) == ["a", "a", "a", "b"]
+    assert list(table["name"]) == ["ping", "no-such-program", "echo", "sleep"]
+    rows = table.set_index(["node", "name"])
+    # A command the guest does not have fails with the shell's verdict; the rest go on.
+    missing = rows.loc[("a", "no-such-program")]
+    assert missing["returncode"] == 127 and "not found" in missing["stderr"], missing
+    assert rows.loc[("a", "ping"), "returncode"] == 0
+    echo = rows.loc[("a", "echo")]
+    assert echo["stdout"] == "still here\n" and echo["start"] == pytest.approx(2.5, abs=1e-3)
+    sleep = rows.loc[("b", "sleep")]
+    assert sleep["duration"] == pytest.approx(3.0, abs=1e-3)
+    assert str(table["returncode"].dtype) == "Int64"
+    assert list(pcaps["interface"]) == ["eth0", "eth0"]
+    for path in pcaps["path"]:
+        assert path.stat().st_size > 24  # more than the pcap header: frames were captured
+
+
+def test_mistaken_scripts_get_clear_errors(uml_kernel, tmp_path):
+    with Simulation(workdir=tmp_path / "run", seed=1) as sim:
+        a = sim.add_node("a", run=["true"])
+        b = sim.add_node("b")
+        with pytest.raises(KeyError, match=r"no node named 'c' \(nodes: a, b\)"):
+            sim.point_to_point(a, "c")
+        with pytest.raises(ValueError, match="already a node named 'a'"):
+            sim.add_node("a")
+        with pytest.raises(ValueError, match="node name 'a b'"):
+            sim.add_node("a b")
+        with pytest.raises(RuntimeError, match="already open in this process"):
+            Simulation(workdir=tmp_path / "second")
+        devices = sim.csma([a, b])
+        with pytest.raises(ValueError, match="a: the device is on another ns-3 node"):
+            a.attach(devices.Get(1))
+        with pytest.raises(ValueError, match="gateway 10.9.0.1 is on none of its subnets"):
+            a.add_route("default", via="10.9.0.1")
+        with pytest.raises(ValueError, match="on the csma channel twice"):
+            sim.csma([a, a])
+        with pytest.raises(ValueError, match="not a time"):
+            sim.run(until="soon")
+        with pytest.raises(KeyError, match=r"a has no command 'ping' \(it has: true\)"):
+            a.result("ping")
+        sim.run(until="3s")
+        assert a.result("true").returncode == 0
+        with pytest.raises(RuntimeError, match="has run already"):
+            sim.run()
+        with pytest.raises(RuntimeError, match="has run already"):
+            a.run("ping -c 1 10.0.0.2")
+    # Closed, a Simulation makes way for the next, which refuses the old one's nodes.
+    with Simulation(workdir=tmp_path / "next", seed=1) as sim2:
+        c = sim2.add_node("c")
+        with pytest.raises(ValueError, match="is not a node of this Simulation"):
+            sim2.point_to_point(c, a)
+
+
+_INTERRUPTED_SCRIPT = """
+import sys
+from ns3_uml import Simulation
+with Simulation(workdir=sys.argv[1], seed=1) as sim:
+    sim.add_node("a", run=["sleep 1", "iperf3 -c 10.0.0.2 -t 100"])
+    sim.add_node("b", run=["iperf3 -s -1"])
+    sim.point_to_point("a", "b", rate="100Mbps", delay="1ms")
+    print(sim._sockdir, flush=True)
+    sim.run(until="200s", progress=True)
+"""
+
+
+def test_ctrl_c_stops_a_run_cleanly(uml_kernel, tmp_path):
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_SCRIPT, str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sockdir = Path(proc.stdout.readline().strip())
+        # Once iperf3 is under way (its server's output file exists), press Ctrl-C.
+        deadline = time.monotonic() + 120
+        while not (run / "b" / "out").is_dir() or not list((run / "b" / "out").iterdir()):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt: interrupted by SIGINT" in err, err[-2000:]
+    assert "simulating:" in err  # the progress bar was shown
+    assert not _uml_processes(run)
+    assert not sockdir.exists()
+    assert (run / "a" / "console.log").exists()  # what the guests wrote stays
