@@ -202,10 +202,12 @@ class GuestConfig:
 
     @property
     def workdir_path(self) -> Path:
+        """The guest's host directory as a Path."""
         return Path(self.workdir)
 
     @property
     def output_dir(self) -> Path:
+        """Where the commands' outputs go (``out/`` in ``workdir``)."""
         return self.workdir_path / OUTPUT_DIR
 
     def command_list(self) -> list[Command]:
@@ -249,6 +251,7 @@ class CommandResult:
 
     @property
     def duration(self) -> float | None:
+        """Simulated seconds from start to end (None if it did not both start and end)."""
         if self.start is None or self.end is None:
             return None
         return self.end - self.start
@@ -602,6 +605,7 @@ class GuestProcess:
 
     @property
     def pid(self) -> int | None:
+        """The UML process's pid (None before ``start``)."""
         return self._proc.pid if self._proc is not None else None
 
     @property
@@ -611,10 +615,12 @@ class GuestProcess:
 
     @property
     def console_log(self) -> Path:
+        """The guest's console: kernel messages and init errors."""
         return self.cfg.workdir_path / CONSOLE_LOG
 
     @property
     def argv(self) -> list[str]:
+        """The UML command line the guest is started with."""
         return guest_argv(self._kernel_path(), self.cfg, self.time_travel)
 
     def _kernel_path(self) -> Path:

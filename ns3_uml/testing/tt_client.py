@@ -251,6 +251,7 @@ class TTClient:
 
     @property
     def offset_known(self) -> bool:
+        """Whether the client can map its local time to the calendar's (shm, or a known offset)."""
         return self.shm is not None or self._known_offset is not None
 
     def calendar_time(self, local: int | None = None) -> int:

@@ -219,6 +219,7 @@ class VhostMessage:
 
     @property
     def name(self) -> str:
+        """The request's protocol name, e.g. "SET_MEM_TABLE"."""
         if self.channel == "backend":
             return backend_request_name(self.request)
         return request_name(self.request)
@@ -305,14 +306,17 @@ class GuestMemory:
     # the one region UML announces
     @property
     def region_start(self) -> int:
+        """First guest address of the shared region (after the reserved part)."""
         return self.reserved
 
     @property
     def region_size(self) -> int:
+        """Bytes of the shared region."""
         return self.size - self.reserved
 
     @property
     def region_end(self) -> int:
+        """One past the last guest address of the region."""
         return self.size
 
     def region(self) -> tuple[int, int, int, int]:
@@ -340,6 +344,7 @@ class GuestMemory:
         return addr
 
     def free(self, addr: int, size: int, align: int = 64) -> None:
+        """Return a block from ``alloc`` for reuse."""
         self._free.setdefault((size, align), []).append(addr)
         self.allocated -= size
 
@@ -348,14 +353,17 @@ class GuestMemory:
             raise IndexError(f"guest access {addr:#x}+{length} outside memory")
 
     def read(self, addr: int, length: int) -> bytes:
+        """Bytes at a guest address (checked against the region)."""
         self._check(addr, length)
         return bytes(self.mm[addr:addr + length])
 
     def write(self, addr: int, data: bytes) -> None:
+        """Write bytes at a guest address (checked against the region)."""
         self._check(addr, len(data))
         self.mm[addr:addr + len(data)] = data
 
     def close(self) -> None:
+        """Unmap the memory."""
         if not self.mm.closed:
             self.mm.close()
         if self.fd >= 0:
@@ -420,31 +428,38 @@ class SplitQueue:
                                                VRING_DESC_SIZE))
 
     def write_desc(self, i: int, addr: int, length: int, flags: int, nxt: int) -> None:
+        """Fill descriptor ``i`` of the table."""
         self.mem.write(self.desc_addr + VRING_DESC_SIZE * i,
                        VRING_DESC.pack(addr & U64_MASK, length & U32_MASK, flags & U16_MASK,
                                        nxt & U16_MASK))
 
     @property
     def avail_flags(self) -> int:
+        """The available ring's flags word."""
         return self._r16(self.avail_addr + VRING_AVAIL_OFF_FLAGS)
 
     @property
     def avail_idx(self) -> int:
+        """The available ring's index, as the device sees it."""
         return self._r16(self.avail_addr + VRING_AVAIL_OFF_IDX)
 
     def avail_ring(self, slot: int) -> int:
+        """The head in slot ``slot`` of the available ring."""
         return self._r16(self.avail_addr + VRING_AVAIL_OFF_RING + 2 * (slot % self.num))
 
     @property
     def used_event(self) -> int:
+        """The driver's used_event word (EVENT_IDX)."""
         return self._r16(self.avail_addr + VRING_AVAIL_OFF_RING + 2 * self.num)
 
     @property
     def used_flags(self) -> int:
+        """The used ring's flags word."""
         return self._r16(self.used_addr + VRING_USED_OFF_FLAGS)
 
     @property
     def used_idx(self) -> int:
+        """The used ring's index, as the device wrote it."""
         return self._r16(self.used_addr + VRING_USED_OFF_IDX)
 
     def used_elem(self, slot: int) -> tuple[int, int]:
@@ -453,12 +468,15 @@ class SplitQueue:
         return VRING_USED_ELEM.unpack(self.mem.read(off, VRING_USED_ELEM.size))
 
     def write_avail_flags(self, flags: int) -> None:
+        """Set the available ring's flags word."""
         self._w16(self.avail_addr + VRING_AVAIL_OFF_FLAGS, flags)
 
     def write_avail_idx(self, idx: int) -> None:
+        """Publish the available ring's index."""
         self._w16(self.avail_addr + VRING_AVAIL_OFF_IDX, idx)
 
     def write_avail_ring(self, slot: int, head: int) -> None:
+        """Put ``head`` in slot ``slot`` of the available ring."""
         self._w16(self.avail_addr + VRING_AVAIL_OFF_RING + 2 * (slot % self.num), head)
 
     def _write_used_event(self, value: int) -> None:
@@ -521,6 +539,7 @@ class SplitQueue:
         return not (self.used_flags & VRING_USED_F_NO_NOTIFY)
 
     def more_used(self) -> bool:
+        """Whether the device has used buffers not yet taken back."""
         return self.last_used_idx != self.used_idx
 
     def disable_cb(self) -> None:
@@ -575,6 +594,7 @@ class SplitQueue:
             self.mem.free(addr, size)
 
     def mark_broken(self, reason: str) -> None:
+        """Stop using the queue, as virtio_uml does after a failed kick or call."""
         self.broken = True
         self.broken_reason = reason
 
@@ -673,14 +693,17 @@ class VhostUserFrontend:
         return bool(self._vdev_features >> bit & 1)
 
     def has_protocol(self, bit: int) -> bool:
+        """Whether the negotiated protocol features include ``bit``."""
         return bool(self.protocol_features >> bit & 1)
 
     @property
     def rxq(self) -> SplitQueue:
+        """The receive queue (0)."""
         return self.queues[NET_RX_QUEUE]
 
     @property
     def txq(self) -> SplitQueue:
+        """The transmit queue (1)."""
         return self.queues[NET_TX_QUEUE]
 
     def _error(self, text: str, exc: type[Exception] = VhostProtocolError) -> None:
