@@ -105,6 +105,12 @@ _LINK_UP_TIMEOUT = 10
 _U64 = 1 << 64
 
 
+#: Sysctls that turn IPv6 off in a guest: its multicast reports and router solicitations
+#: would otherwise share the links (and the pcaps) with what a run measures.
+IPV6_OFF_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1",
+                    "net.ipv6.conf.default.disable_ipv6": "1"}
+
+
 def guest_seed(base: int, name: str) -> int:
     """A guest's seed derived from a simulation seed and the guest's name.
 

@@ -37,6 +37,8 @@ DEFAULT_GUEST_PACKAGES: tuple[str, ...] = (
     "iproute2",
     "iputils-ping",
     "iperf3",
+    # Scripts in guests (the examples send UDP with python3 -c).
+    "python3",
 )
 
 APT_LISTS = Path("/var/lib/apt/lists")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import links
 from .calendar import Calendar, CalendarError
-from .guest import GuestProcess
+from .guest import IPV6_OFF_SYSCTLS, GuestProcess
 from .kernel import ensure_kernel
 from .node import NativeNode, Node, UmlNode
 from .units import parse_time
@@ -44,7 +44,9 @@ class Simulation:
     applications, tracing. ``workdir`` receives every guest's directory and the pcaps;
     ``seed`` fixes ns-3's random streams and every guest's entropy, so a run repeats bit
     for bit. ``shared_memory`` uses shared-memory scheduling with the guests (faster;
-    same results); ``memory`` is each guest's default RAM; ``yield_timeout`` is how long
+    same results); ``memory`` is each guest's default RAM; ``ipv6=False`` turns IPv6 off in
+    the guests (by default Linux speaks it, and its multicast reports and router
+    solicitations share the links with what you measure); ``yield_timeout`` is how long
     (wall seconds) a guest may run without yielding before it counts as hung.
 
     Use it as a context manager (or call ``close()``) so that its guests, sockets and ns-3
@@ -54,7 +56,7 @@ class Simulation:
     _open: "Simulation | None" = None
 
     def __init__(self, workdir: str | os.PathLike[str] = "runs/sim", seed: int = 1, *,
-                 shared_memory: bool = True, memory: str = "64M",
+                 shared_memory: bool = True, memory: str = "64M", ipv6: bool = True,
                  yield_timeout: float = 120.0) -> None:
         if Simulation._open is not None:
             raise RuntimeError(
@@ -68,6 +70,7 @@ class Simulation:
         #: ns-3's run number stays 1; the seed alone tells runs apart.
         self.seed = seed
         self.memory = memory
+        self.ipv6 = ipv6
         # Unix socket paths are limited to 107 bytes: keep them in a short private dir.
         self._sockdir = Path(tempfile.mkdtemp(prefix="ns3-uml-"))
         try:
@@ -98,13 +101,17 @@ class Simulation:
 
     # ------------------------------------------------------------------ building
     def add_node(self, name: str, run: Iterable[str] | None = None,
-                 memory: str | None = None, sysctls: dict[str, str] | None = None) -> UmlNode:
+                 memory: str | None = None, sysctls: dict[str, str] | None = None,
+                 ipv6: bool | None = None) -> UmlNode:
         """A new guest named ``name`` (also its hostname) that runs the shell commands
         ``run`` one after the other from 1 s of simulated uptime. More commands, with start
         times or in the background: ``node.run(...)``. ``memory``: its RAM (default: the
-        simulation's). ``sysctls``: set at boot (e.g. {"net.ipv4.ip_forward": "1"})."""
+        simulation's). ``sysctls``: set at boot (e.g. {"net.ipv4.ip_forward": "1"}).
+        ``ipv6``: whether it speaks IPv6 (default: the simulation's ``ipv6``)."""
         self._check_name(name)
         node = UmlNode(self, name, len(self._guests), memory or self.memory)
+        if not (self.ipv6 if ipv6 is None else ipv6):
+            node.sysctls.update(IPV6_OFF_SYSCTLS)
         node.sysctls.update(sysctls or {})
         for cmd in run or []:
             node.run(cmd)
@@ -217,7 +224,10 @@ class Simulation:
             device = devices.Get(i)
             interface = m.attach(device, ip=f"{next(hosts)}/{net.prefixlen}")
             path = pcap_dir / f"{link}-{m.name}.pcap"
-            pcap_helper.EnablePcap(str(path), device, False, True)  # an explicit file name
+            # A guest keeps its own MAC behind a bridging device, which therefore sees the
+            # guest's frames as addressed to others: capture promiscuously, or lose them.
+            promiscuous = isinstance(m, UmlNode)
+            pcap_helper.EnablePcap(str(path), device, promiscuous, True)  # explicit name
             m.pcaps[interface] = path
         return devices
 

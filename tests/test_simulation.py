@@ -12,22 +12,7 @@ import pytest
 from ns3_uml.simulation import GuestError, Simulation
 
 
-def _uml_processes(workdir: Path) -> list[int]:
-    """Host processes whose command line mentions the run's directory (guests, helpers)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if str(workdir).encode() in cmdline:
-            found.append(int(pid))
-    return found
-
-
-def test_ping_over_point_to_point(uml_kernel, tmp_path):
+def test_ping_over_point_to_point(uml_kernel, tmp_path, processes_under):
     with Simulation(workdir=tmp_path / "run", seed=1) as sim:
         a = sim.add_node("a", run=["ping -c 3 10.0.0.2"])
         sim.add_node("b", run=["sleep 4"])
@@ -41,11 +26,12 @@ def test_ping_over_point_to_point(uml_kernel, tmp_path):
     assert not any(p.exists() for p in sockets)  # ...and are gone now
     assert sorted(p.name for p in (tmp_path / "run" / "pcap").iterdir()) == [
         "p2p0-a.pcap", "p2p0-b.pcap"]
-    assert not _uml_processes(tmp_path / "run")
+    assert not processes_under(tmp_path / "run")
 
 
 @pytest.mark.parametrize("how", ["crash", "hang"])
-def test_a_guest_that_crashes_or_hangs_is_named(uml_kernel, tmp_path, how):
+def test_a_guest_that_crashes_or_hangs_is_named(uml_kernel, tmp_path, how,
+                                                processes_under):
     run = tmp_path / "run"
     with Simulation(workdir=run, seed=1, yield_timeout=3.0) as sim:
         # Enough traffic to keep the run busy for far longer than the strike takes.
@@ -74,7 +60,7 @@ def test_a_guest_that_crashes_or_hangs_is_named(uml_kernel, tmp_path, how):
     # The others were shut down, what was written stays, nothing is left behind.
     assert a.process.poll() is not None and b.process.poll() is not None
     assert a.console_log.exists() and (run / "pcap" / "p2p0-a.pcap").stat().st_size > 24
-    assert not _uml_processes(run)
+    assert not processes_under(run)
     assert not any(p.exists() for p in sockets)
 
 
@@ -180,7 +166,7 @@ with Simulation(workdir=sys.argv[1], seed=1) as sim:
 """
 
 
-def test_ctrl_c_stops_a_run_cleanly(uml_kernel, tmp_path):
+def test_ctrl_c_stops_a_run_cleanly(uml_kernel, tmp_path, processes_under):
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
     import time  # noqa: PLC0415
@@ -205,6 +191,6 @@ def test_ctrl_c_stops_a_run_cleanly(uml_kernel, tmp_path):
     assert proc.returncode != 0
     assert "KeyboardInterrupt: interrupted by SIGINT" in err, err[-2000:]
     assert "simulating:" in err  # the progress bar was shown
-    assert not _uml_processes(run)
+    assert not processes_under(run)
     assert not sockdir.exists()
     assert (run / "a" / "console.log").exists()  # what the guests wrote stays

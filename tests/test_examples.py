@@ -1,0 +1,98 @@
+"""The examples run as a user runs them (``python examples/NAME.py``, the notebook in a
+Jupyter kernel), check their own outcomes, and leave nothing running."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbclient
+import nbformat
+import pytest
+
+import ns3_uml
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# Wall seconds an example may take (ten pairs takes under a minute on 2 cores).
+TIMEOUT = 300
+
+
+def _environment() -> dict[str, str]:
+    """The tests' environment (NS3_UML_CORE_DIR, ...), and the ns3_uml the tests import
+    on PYTHONPATH: a script's own directory is examples/, and a checkout is not installed."""
+    package_root = str(Path(ns3_uml.__file__).resolve().parent.parent)
+    paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def _run_example(name: str, cwd: Path, processes_under: Any) -> str:
+    """Run examples/NAME.py in ``cwd`` (its files go to cwd/runs/NAME); its stdout."""
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / f"{name}.py")], cwd=cwd,
+                            env=_environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # as Ctrl-C: the Simulation stops its guests
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"{name} took more than {TIMEOUT} s:\n{out}\n{err}")
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{out}\n{err}"
+    assert (cwd / "runs" / name).is_dir()
+    assert not processes_under(cwd), f"{name} left processes behind"
+    return out
+
+
+def test_demo(uml_kernel, tmp_path, processes_under):
+    out = _run_example("demo", tmp_path, processes_under)
+    assert "5 packets transmitted, 5 received" in out
+    assert "RTT predicted by the link model: 10.014 ms" in out
+    assert out.rstrip().endswith("OK: ping measured the link model's RTT")
+
+
+def test_ten_pairs(uml_kernel, tmp_path, processes_under):
+    out = _run_example("ten_pairs", tmp_path, processes_under)
+    # One row per pair: its number, delay, the RTTs and throughputs, and ok.
+    rows = re.findall(r"^(\d+) +(\d+\.\d+) .* (True|False)$", out, re.MULTILINE)
+    assert [(int(p), float(d), ok) for p, d, ok in rows] == [
+        (p, p + 1.0, "True") for p in range(10)], out
+    assert "OK: all 10 pairs match the link model" in out
+
+
+def test_udp_echo_native(uml_kernel, tmp_path, processes_under):
+    out = _run_example("udp_echo_native", tmp_path, processes_under)
+    rows = re.findall(r"^ +(\d) +([\d.]+) +([\d.]+) +True$", out, re.MULTILINE)
+    assert [int(seq) for seq, _, _ in rows] == list(range(5)), out
+    assert "OK: ns-3's UdpEchoServer echoed every datagram" in out
+
+
+def test_wifi_pair(uml_kernel, tmp_path, processes_under):
+    out = _run_example("wifi_pair", tmp_path, processes_under)
+    assert "TCP ap -> sta: 1048576 bytes" in out and ", 0 lost," in out
+    assert "OK: the Wi-Fi pair exchanged traffic both ways" in out
+
+
+def test_router(uml_kernel, tmp_path, processes_under):
+    out = _run_example("router", tmp_path, processes_under)
+    assert "TTLs of the replies:     [63, 63, 63]" in out
+    assert "datagrams r forwarded:   6" in out
+    assert "OK: r routes between the subnets" in out
+
+
+def test_notebook(uml_kernel, tmp_path, processes_under):
+    notebook = nbformat.read(EXAMPLES / "rtt_vs_delay.ipynb", as_version=4)
+    # Committed without outputs: what CI shows is what this run produced.
+    assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
+    client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=TIMEOUT,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env=_environment())  # a failing cell raises CellExecutionError
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no plot"
+    assert any("OK: every RTT matches the link model" in o.get("text", "") for o in outputs)
+    assert (tmp_path / "runs" / "rtt_vs_delay").is_dir()
+    assert not processes_under(tmp_path), "the notebook left processes behind"
