@@ -14,8 +14,6 @@ place with the apt logic.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import os
 import re
@@ -26,9 +24,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable
 
 from .host import DEFAULT_GUEST_PACKAGES, HostSetupError, dpkg_status, ensure_host_packages
+from .lock import exclusive
 
 __all__ = [
     "KERNEL_BUILD_VERSION",
@@ -205,7 +204,9 @@ def build_kernel(force: bool = False, progress: bool = True) -> Path:
     if _usable(final) and not force:
         return final
     kdir.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(kdir.parent / f"{key}.lock", ui):
+    lock = kdir.parent / f"{key}.lock"
+    with exclusive(lock, lambda: ui.say(f"Waiting for another build of this kernel (lock "
+                                        f"{lock}) ...")):
         # Someone else may have finished the same build while we waited.
         if _usable(final) and not force:
             return final
@@ -226,22 +227,6 @@ def _ensure_packages(ui: _Progress, packages: Iterable[str], purpose: str) -> No
 
 # ---------------------------------------------------------------------------
 # The build
-
-
-@contextlib.contextmanager
-def _locked(path: Path, ui: _Progress) -> Iterator[None]:
-    with open(path, "a+b") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            ui.say(f"Waiting for another build of this kernel (lock {path}) ...")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_locked(key: str, kdir: Path, ui: _Progress) -> Path:

@@ -107,32 +107,6 @@ def test_check_config_reports_mismatch(tmp_path: Path) -> None:
     assert check_config(fragment, config) == []
 
 
-def test_build_lock_serialises(tmp_path: Path) -> None:
-    lock = tmp_path / "k.lock"
-    # Another process (flock(1)) holds the build lock for a while.
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "1"])
-    try:
-        deadline = time.monotonic() + 5
-        while subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        entered: list[float] = []
-
-        def build() -> None:
-            with kernel._locked(lock, kernel._Progress(False)):
-                entered.append(time.monotonic())
-
-        t0 = time.monotonic()
-        thread = threading.Thread(target=build)
-        thread.start()
-        thread.join(10)
-        assert entered and holder.poll() is not None
-        assert entered[0] - t0 > 0.3
-    finally:
-        holder.kill()
-        holder.wait()
-
-
 def test_patches_apply_to_pristine_tree(tmp_path: Path) -> None:
     patches = patch_files()
     assert any("xsave" in p.name for p in patches)
