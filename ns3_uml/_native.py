@@ -12,6 +12,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Iterator
 
+from . import pch
+
 _lock = threading.Lock()
 _ns: ModuleType | None = None
 
@@ -95,10 +97,18 @@ def _safe_search_path(value: str, cwd: str) -> str:
     return os.pathsep.join(keep)
 
 
+def include_dirs(base: Path | None = None) -> list[Path]:
+    """Where our headers are found, in the order the loader adds them to Cling."""
+    include = _include_dir(core_dir() if base is None else base).absolute()
+    return [include] + [include / sub for sub in ("model", "helper") if (include / sub).is_dir()]
+
+
 def load() -> ModuleType:
     """Import ns-3 (``from ns import ns``), load the ns3-uml core, return the ``ns`` namespace.
 
     Idempotent and thread-safe. The calendar's TypeId is registered once the library loads.
+    ns-3 is imported with the cached precompiled header (``pch``; built on first use) unless
+    ``NS3_UML_NO_PCH`` is set or it is unavailable, in which case one line says why.
     """
     global _ns
     with _lock:
@@ -106,10 +116,6 @@ def load() -> ModuleType:
             return _ns
         if importlib.util.find_spec("ns3") is None:
             raise ImportError("the ns3 package is missing: pip install ns3")
-        with _quiet_ns3_search(), _filtered_stderr():
-            from ns import ns  # noqa: PLC0415 (slow: loaded on first use only)
-        import cppyy  # noqa: PLC0415
-
         base = core_dir()
         library = base / CORE_LIBRARY
         if not library.exists():
@@ -117,15 +123,38 @@ def load() -> ModuleType:
                 f"the ns3-uml core {library} is missing: reinstall the package "
                 "(pip install .) or point NS3_UML_CORE_DIR at a CMake build directory"
             )
-        include = _include_dir(base)
-        cppyy.add_include_path(str(include))
-        for sub in ("model", "helper"):
-            if (include / sub).is_dir():
-                cppyy.add_include_path(str(include / sub))
+        dirs = include_dirs(base)
+        ns = _import_ns3(dirs)
+        import cppyy  # noqa: PLC0415
+
+        for d in dirs:
+            cppyy.add_include_path(str(d))
         for header in HEADERS:
             cppyy.include(header)
         cppyy.load_library(str(library))
         _ns = ns
+        return ns
+
+
+def _import_ns3(dirs: list[Path]) -> ModuleType:
+    """``from ns import ns``, with the header cache when it can be used."""
+    if "ns3.ns" in sys.modules:  # imported already, by the user or an earlier attempt
+        from ns import ns  # noqa: PLC0415
+
+        return ns
+    prepared = None
+    if pch.disabled_reason() is None:
+        try:
+            prepared = pch.prepare(dirs, HEADERS, _quiet_ns3_search)
+        except Exception as exc:  # noqa: BLE001 (any failure: ns-3 still loads without it)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"ns3-uml: warning: no ns-3 header cache ({reason}); "
+                  "loading ns-3 without it (slower)", file=sys.stderr, flush=True)
+    with _quiet_ns3_search(), _filtered_stderr():
+        if prepared is not None:
+            return pch.load_ns3(prepared)
+        from ns import ns  # noqa: PLC0415 (slow: loaded on first use only)
+
         return ns
 
 
