@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit
+
 import ns3_uml
 from ns3_uml import protocol
 
@@ -107,10 +109,7 @@ def main() -> None:
             flush=True,
         )
     out = {"benchmark": "calendar_handoff", "period_ns": PERIOD_NS, "results": results}
-    text = json.dumps(out, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit
+
 from ns3_uml.guest import GuestConfig, GuestProcess
 from ns3_uml.kernel import ensure_kernel
 
@@ -98,10 +100,7 @@ def main() -> None:
                 flush=True,
             )
         results.append(row)
-    text = json.dumps({"benchmark": "idle_guests", "results": results}, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    emit({"benchmark": "idle_guests", "results": results}, args.json)
 
 
 if __name__ == "__main__":

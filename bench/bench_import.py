@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import emit
+
 from ns3_uml import pch
 
 CHILD = {
@@ -133,10 +135,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "results": results,
     }
-    text = json.dumps(out, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

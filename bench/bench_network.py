@@ -12,13 +12,14 @@ Message mode vs shared memory, each measured in the same run (medians of --repea
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import struct
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from report import emit
 
 import ns3_uml as nu
 
@@ -124,10 +125,7 @@ def main() -> None:
               f"{m['pss_kb_per_guest'] / 1024:.1f} MiB per guest", flush=True)
     out["shm_over_messages_flood"] = (out["shm"]["flood_frames_per_wall_s"]
                                       / out["messages"]["flood_frames_per_wall_s"])
-    text = json.dumps(out, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

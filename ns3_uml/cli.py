@@ -105,6 +105,69 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """``ns3-uml sweep SCRIPT.py --grid NAME=V1,V2 ...``: run the script's experiment
+    function over the grid, print the table, write it to --out."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from .kernel import KernelBuildError  # noqa: PLC0415
+    from .sweeps import (  # noqa: PLC0415
+        TABLE_SUFFIXES,
+        FunctionRef,
+        parse_grid_option,
+        sweep,
+        write_table,
+    )
+
+    try:
+        grid = dict(parse_grid_option(g) for g in args.grid)
+        # Checked now, not after an hour of sweeping.
+        if args.out and Path(args.out).suffix.lower() not in TABLE_SUFFIXES:
+            raise ValueError(f"--out {args.out}: write {', '.join(TABLE_SUFFIXES)}")
+        fn = FunctionRef.of(f"{args.script}:{args.function}").load()
+        if not grid:
+            # The script's own GRID (a dict of lists) is the default grid.
+            grid = dict(getattr(sys.modules[fn.__module__], "GRID", {}))
+        if not grid:
+            raise ValueError("no --grid given and the script defines no GRID")
+    except (ValueError, FileNotFoundError, ImportError, AttributeError) as exc:
+        print(f"ns3-uml sweep: {exc}", file=sys.stderr)
+        return 2
+    client = None
+    try:
+        if args.dask:
+            from distributed import Client  # noqa: PLC0415 (optional extra: ns3-uml[dask])
+
+            client = Client(args.dask)
+        df = sweep(fn, grid=grid, repeats=args.repeats, seed=args.seed,
+                   executor=client, workers=args.workers, workdir=args.workdir,
+                   resume=not args.no_resume, progress=not args.quiet,
+                   timeout=args.timeout)
+    except (KernelBuildError, TypeError, ValueError, RuntimeError) as exc:
+        print(f"ns3-uml sweep: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ns3-uml sweep: interrupted (re-run to resume)", file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+    if args.out:
+        write_table(df, args.out)
+    if not args.quiet:
+        import pandas as pd  # noqa: PLC0415
+
+        with pd.option_context("display.max_rows", None, "display.max_columns", None,
+                               "display.width", 200, "display.max_colwidth", 60):
+            print(df.drop(columns=["workdir"]).to_string(index=False))
+        print(f"record: {df.attrs['record']}", file=sys.stderr)
+    failed = int((df["status"] != "ok").sum())
+    if failed:
+        print(f"ns3-uml sweep: {failed} of {len(df)} points failed (see the error column)",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ns3-uml",
@@ -148,6 +211,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cal.add_argument("--json", action="store_true", help="print the summary as JSON")
     cal.set_defaults(func=_calendar)
+
+    swp = sub.add_parser(
+        "sweep",
+        help="run a script's experiment function over a parameter grid",
+        description="Run the function `experiment` of SCRIPT (or --function) once per grid "
+        "point, each in a fresh process, and print one table. Values that read as numbers "
+        "become numbers. Finished points are recorded under --workdir and skipped on a "
+        "re-run of the same sweep.",
+    )
+    swp.add_argument("script", help="a Python file defining the experiment function")
+    swp.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...",
+                     help="a parameter and its values (repeat for more; default: the "
+                     "script's GRID dict)")
+    swp.add_argument("--function", default="experiment", help="the function's name")
+    swp.add_argument("--repeats", type=int, default=1, help="runs per point (seeds S..S+K-1)")
+    swp.add_argument("--seed", type=int, default=1, help="the first seed S")
+    swp.add_argument("--workers", type=int, help="points at once (default: by cores, memory)")
+    swp.add_argument("--dask", metavar="ADDRESS", help="run on this Dask scheduler instead")
+    swp.add_argument("--workdir", default="runs/sweep", help="record and point directories")
+    swp.add_argument("--out", help="write the table here (.parquet, .csv, .jsonl, .json)")
+    swp.add_argument("--timeout", type=float, help="wall seconds a point may take")
+    swp.add_argument("--no-resume", action="store_true", help="start the record afresh")
+    swp.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    swp.set_defaults(func=_sweep)
     return parser
 
 

@@ -83,6 +83,21 @@ def test_router(uml_kernel, tmp_path, processes_under):
     assert "OK: r routes between the subnets" in out
 
 
+def test_sweep_tcp(uml_kernel, tmp_path, processes_under):
+    import pandas as pd  # noqa: PLC0415
+
+    out = _run_example("sweep_tcp", tmp_path, processes_under)
+    assert "OK: 12 points" in out, out
+    table = pd.read_parquet(tmp_path / "runs" / "sweep_tcp" / "results.parquet")
+    assert len(table) == 12 and (table["status"] == "ok").all(), table
+    assert set(table["sender_cc"]) == {"cubic", "reno"}
+    # Losses cost throughput, and the longest delay with losses costs the most.
+    by = table.set_index(["cc", "delay", "loss"])["throughput_mbps"]
+    for cc in ("cubic", "reno"):
+        assert by[(cc, "50ms", 0.01)] < by[(cc, "2ms", 0.01)] < by[(cc, "2ms", 0)], by
+    assert (tmp_path / "runs" / "sweep_tcp" / "sweep_tcp.png").stat().st_size > 10_000
+
+
 def test_notebook(uml_kernel, tmp_path, processes_under):
     notebook = nbformat.read(EXAMPLES / "rtt_vs_delay.ipynb", as_version=4)
     # Committed without outputs: what CI shows is what this run produced.
@@ -93,6 +108,8 @@ def test_notebook(uml_kernel, tmp_path, processes_under):
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no plot"
-    assert any("OK: every RTT matches the link model" in o.get("text", "") for o in outputs)
+    texts = "".join(o.get("text", "") for o in outputs)
+    assert "OK: every RTT matches the link model" in texts
+    assert "OK: 6 sweep points match the link model" in texts
     assert (tmp_path / "runs" / "rtt_vs_delay").is_dir()
     assert not processes_under(tmp_path), "the notebook left processes behind"
