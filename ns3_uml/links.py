@@ -1,7 +1,7 @@
 """ns-3 channels built for a Simulation's nodes: point-to-point, CSMA and Wi-Fi.
 
 Each builder returns the ns-3 devices (a ``NetDeviceContainer``, in the order of the nodes
-given) and the helper that can write their pcaps.
+given) and its helper; ``capture`` writes a device's pcap.
 """
 
 from __future__ import annotations
@@ -17,6 +17,34 @@ WIFI_STANDARDS = {
     "802.11ac": "WIFI_STANDARD_80211ac",
     "802.11ax": "WIFI_STANDARD_80211ax",
 }
+
+
+#: Per channel kind with our own capture: the device type, the pcap link type, and the
+#: trace source that sees every frame (promiscuous) or the device's own.
+_SNIFFERS = {
+    "p2p": ("PointToPointNetDevice", "DLT_PPP", "PromiscSniffer", "PromiscSniffer"),
+    "csma": ("CsmaNetDevice", "DLT_EN10MB", "PromiscSniffer", "Sniffer"),
+}
+
+
+def capture(ns: Any, kind: str, device: Any, path: str, promiscuous: bool,
+            helper: Any) -> Any:
+    """Write ``device``'s frames to the pcap file ``path``. For point-to-point and CSMA the
+    file is opened here and returned: ns-3 flushes a capture only when its last reference
+    goes, and a device a script still holds keeps it, so ``Close()`` it after the run.
+    Other kinds go through their ``helper`` (returns None)."""
+    if kind not in _SNIFFERS:
+        helper.EnablePcap(path, device, promiscuous, True)  # True: an explicit file name
+        return None
+    import cppyy  # noqa: PLC0415
+
+    type_name, link_type, promiscuous_trace, own_trace = _SNIFFERS[kind]
+    device_type = getattr(ns, type_name)
+    pcap = ns.PcapHelper()
+    file = pcap.CreateFile(path, cppyy.gbl.std.ios.out, getattr(ns.PcapHelper, link_type))
+    pcap.HookDefaultSink[device_type](device.GetObject[device_type](),
+                                      promiscuous_trace if promiscuous else own_trace, file)
+    return file
 
 
 def _container(ns: Any, ns3_nodes: Sequence[Any]) -> Any:

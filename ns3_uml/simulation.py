@@ -92,6 +92,7 @@ class Simulation:
         self._guests: list[UmlNode] = []
         self._subnets = 0
         self._links: dict[str, int] = {}
+        self._pcap_files: list[Any] = []
         self._ran = False
         self._closed = False
         Simulation._open = self
@@ -210,7 +211,7 @@ class Simulation:
     def _ns3_nodes(members: list[Node]) -> list[Any]:
         return [m.ns3_node for m in members]
 
-    def _connect(self, kind: str, members: list[Node], devices: Any, pcap_helper: Any,
+    def _connect(self, kind: str, members: list[Node], devices: Any, helper: Any,
                  subnet: str | None) -> Any:
         """Address and attach every member's device and write a pcap per device."""
         self._check_building()
@@ -227,7 +228,9 @@ class Simulation:
             # A guest keeps its own MAC behind a bridging device, which therefore sees the
             # guest's frames as addressed to others: capture promiscuously, or lose them.
             promiscuous = isinstance(m, UmlNode)
-            pcap_helper.EnablePcap(str(path), device, promiscuous, True)  # explicit name
+            file = links.capture(self.ns, kind, device, str(path), promiscuous, helper)
+            if file is not None:
+                self._pcap_files.append(file)
             m.pcaps[interface] = path
         return devices
 
@@ -336,6 +339,8 @@ class Simulation:
         try:
             self._kill_guests()
             self.calendar.close()
+            for file in self._pcap_files:
+                file.Close()  # complete on disk now, even if a script holds the devices
         finally:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             if Simulation._open is self:
