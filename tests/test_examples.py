@@ -98,6 +98,21 @@ def test_sweep_tcp(uml_kernel, tmp_path, processes_under):
     assert (tmp_path / "runs" / "sweep_tcp" / "sweep_tcp.png").stat().st_size > 10_000
 
 
+def test_readme_example(uml_kernel, tmp_path, processes_under):
+    """The README's own experiment runs as printed there."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    code = re.search(r"## Your own experiment\n\n```python\n(.*?)```", readme, re.S)
+    assert code, "the README has no example under 'Your own experiment'"
+    script = tmp_path / "readme_example.py"
+    script.write_text(code.group(1))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_environment(),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^1 +a +iperf3 +0 ", done.stdout, re.M), done.stdout
+    assert "5 packets transmitted, 5 received" in done.stdout, done.stdout
+    assert not processes_under(tmp_path)
+
+
 def test_notebook(uml_kernel, tmp_path, processes_under):
     notebook = nbformat.read(EXAMPLES / "rtt_vs_delay.ipynb", as_version=4)
     # Committed without outputs: what CI shows is what this run produced.
