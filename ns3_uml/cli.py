@@ -169,6 +169,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``ns3-uml`` command line: demo, kernel, calendar and sweep."""
     parser = argparse.ArgumentParser(
         prog="ns3-uml",
         description="ns-3 as the clock and the wire for real Linux (UML) guests.",
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ns3-uml`` with ``argv`` (default: the process's); the exit status."""
     args = build_parser().parse_args(argv)
     return args.func(args)
 
