@@ -28,6 +28,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def neutral_cwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Run the tests from an empty directory, as users run their scripts: a child process
+    (``python -m ns3_uml``, a Dask worker) started in a checkout would import the
+    checkout's sources, which lack the compiled core, instead of the installed package."""
+    saved = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield Path.cwd()
+    os.chdir(saved)
+
+
 @pytest.fixture(scope="session")
 def uml_kernel() -> Path:
     """The real guest kernel, built on first use (minutes; fixtures are not timed)."""

@@ -20,9 +20,6 @@ from typing import Any, Callable
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from ns3_uml.protocol import (  # noqa: E402
     CAP_TIME_SHARE,
@@ -703,13 +700,11 @@ def run_cli(tmp_path: Path, script: list[dict[str, Any]],
     cal = AutoCalendar(listen=path, **cal_kw)
     cal.start()
     out = tmp_path / "result.json"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-m", "ns3_uml.testing.tt_client", "--socket", path,
          "--id", "0x1a", "--script", json.dumps(script), "--out", str(out),
          "--timeout", str(TIMEOUT)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+        capture_output=True, text=True, timeout=30)
     cal.join(TIMEOUT)
     cal.close()
     return proc, cal

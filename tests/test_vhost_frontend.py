@@ -23,9 +23,6 @@ from typing import Any, Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from ns3_uml.protocol import MSG, MSG_SIZE, Op  # noqa: E402
 from ns3_uml.testing.tt_client import TTClient  # noqa: E402
@@ -1100,7 +1097,7 @@ def test_frontend_does_not_import_ns3() -> None:
     import subprocess
     code = ("import sys, ns3_uml.testing.vhost_frontend, ns3_uml.vhost_protocol;"
             "sys.exit(any(m in sys.modules for m in ('cppyy', 'ns', 'ns3')))")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_backend_error_on_ack_is_raised(make_pair: Any) -> None:

@@ -50,10 +50,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ns3_uml.testing.tt_client import TTClient, TTLinkBroken, TTPanic, TTTimeout  # noqa: E402
-from ns3_uml.testing.vhost_frontend import (  # noqa: E402
+from ns3_uml.testing.tt_client import TTClient, TTLinkBroken, TTPanic, TTTimeout
+from ns3_uml.testing.vhost_frontend import (
     MEM_REGION,
     MEM_REGIONS_HEAD,
     MEM_TABLE_PAYLOAD_SIZE,
@@ -62,7 +60,7 @@ from ns3_uml.testing.vhost_frontend import (  # noqa: E402
     VhostUserFrontend,
     _Chain,
 )
-from ns3_uml.vhost_protocol import (  # noqa: E402
+from ns3_uml.vhost_protocol import (
     HEADER,
     UML_PROTOCOL_FEATURES,
     UML_QUEUE_SIZE,
