@@ -47,7 +47,6 @@ Files in ``workdir``::
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import ipaddress
 import os
@@ -60,6 +59,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from . import libc
 
 __all__ = [
     "GUEST_WORKDIR",
@@ -577,20 +578,6 @@ def process_group_members(pgid: int) -> list[int]:
     return pids
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def _personality(persona: int) -> int:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    result = _libc.personality(ctypes.c_ulong(persona))
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, f"personality: {os.strerror(err)}")
-    return int(result)
-
-
 class GuestProcess:
     """One running UML guest, in its own session and process group.
 
@@ -654,14 +641,14 @@ class GuestProcess:
         with open(self.console_log, "wb") as console:
             # ADDR_NO_RANDOMIZE is per thread and inherited by the child: set it
             # only around the fork, so no preexec_fn (unsafe with threads) is needed.
-            old = _personality(_PERSONALITY_QUERY)
-            _personality(old | ADDR_NO_RANDOMIZE)
+            old = libc.call("personality", _PERSONALITY_QUERY)
+            libc.call("personality", old | ADDR_NO_RANDOMIZE)
             try:
                 self._proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=console,
                     stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
             finally:
-                _personality(old)
+                libc.call("personality", old)
         try:
             self._pidfd = os.pidfd_open(self._proc.pid)
         except OSError:

@@ -26,7 +26,6 @@ path of the result file).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import json
 import os
@@ -37,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from . import libc
 
 __all__ = [
     "ENV_FLAG",
@@ -67,13 +68,6 @@ _ERROR_TAIL = 4000
 
 class _Stop(Exception):
     """The supervisor was told to stop (a signal, or its parent died)."""
-
-
-def _prctl(option: int, value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
 
 
 def _children(pid: int) -> list[int]:
@@ -297,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m ns3_uml.sweep_worker SPEC.json PARENT_PID", file=sys.stderr)
         return 2
     spec_path, parent = Path(args[0]), int(args[1])
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.call("prctl", _PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:
         return 125  # the sweep died before we could ask to follow it
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    libc.call("prctl", _PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     spec = json.loads(spec_path.read_text())
     # A private temporary directory: the Simulation's sockets go here, and it is removed
     # whatever happens to the experiment.
@@ -310,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.flush()
     child = os.fork()
     if child == 0:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.call("prctl", _PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != supervisor:
             os._exit(125)
         # Python's temporary files only: the guests keep theirs (UML puts its memory file
