@@ -47,28 +47,6 @@ def uml_kernel() -> Path:
     return ensure_kernel(progress=True)
 
 
-def _processes_under(path: Path) -> list[int]:
-    """Host processes whose command line mentions ``path`` (guests and their helpers run
-    with their work directory or sockets on the command line)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if str(path).encode() in cmdline:
-            found.append(int(pid))
-    return found
-
-
-@pytest.fixture
-def processes_under() -> Any:
-    """``processes_under(path)``: pids of the host processes still running from ``path``."""
-    return _processes_under
-
-
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 

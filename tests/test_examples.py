@@ -9,11 +9,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import nbclient
 import nbformat
 import pytest
+from leftovers import processes_mentioning
 
 import ns3_uml
 
@@ -30,7 +30,7 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
-def _run_example(name: str, cwd: Path, processes_under: Any) -> str:
+def _run_example(name: str, cwd: Path) -> str:
     """Run examples/NAME.py in ``cwd`` (its files go to cwd/runs/NAME); its stdout."""
     proc = subprocess.Popen([sys.executable, str(EXAMPLES / f"{name}.py")], cwd=cwd,
                             env=_environment(), stdout=subprocess.PIPE,
@@ -43,19 +43,19 @@ def _run_example(name: str, cwd: Path, processes_under: Any) -> str:
         pytest.fail(f"{name} took more than {TIMEOUT} s:\n{out}\n{err}")
     assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{out}\n{err}"
     assert (cwd / "runs" / name).is_dir()
-    assert not processes_under(cwd), f"{name} left processes behind"
+    assert not processes_mentioning(cwd), f"{name} left processes behind"
     return out
 
 
-def test_demo(uml_kernel, tmp_path, processes_under):
-    out = _run_example("demo", tmp_path, processes_under)
+def test_demo(uml_kernel, tmp_path):
+    out = _run_example("demo", tmp_path)
     assert "5 packets transmitted, 5 received" in out
     assert "RTT predicted by the link model: 10.014 ms" in out
     assert out.rstrip().endswith("OK: ping measured the link model's RTT")
 
 
-def test_ten_pairs(uml_kernel, tmp_path, processes_under):
-    out = _run_example("ten_pairs", tmp_path, processes_under)
+def test_ten_pairs(uml_kernel, tmp_path):
+    out = _run_example("ten_pairs", tmp_path)
     # One row per pair: its number, delay, the RTTs and throughputs, and ok.
     rows = re.findall(r"^(\d+) +(\d+\.\d+) .* (True|False)$", out, re.MULTILINE)
     assert [(int(p), float(d), ok) for p, d, ok in rows] == [
@@ -63,30 +63,30 @@ def test_ten_pairs(uml_kernel, tmp_path, processes_under):
     assert "OK: all 10 pairs match the link model" in out
 
 
-def test_udp_echo_native(uml_kernel, tmp_path, processes_under):
-    out = _run_example("udp_echo_native", tmp_path, processes_under)
+def test_udp_echo_native(uml_kernel, tmp_path):
+    out = _run_example("udp_echo_native", tmp_path)
     rows = re.findall(r"^ +(\d) +([\d.]+) +([\d.]+) +True$", out, re.MULTILINE)
     assert [int(seq) for seq, _, _ in rows] == list(range(5)), out
     assert "OK: ns-3's UdpEchoServer echoed every datagram" in out
 
 
-def test_wifi_pair(uml_kernel, tmp_path, processes_under):
-    out = _run_example("wifi_pair", tmp_path, processes_under)
+def test_wifi_pair(uml_kernel, tmp_path):
+    out = _run_example("wifi_pair", tmp_path)
     assert "TCP ap -> sta: 1048576 bytes" in out and ", 0 lost," in out
     assert "OK: the Wi-Fi pair exchanged traffic both ways" in out
 
 
-def test_router(uml_kernel, tmp_path, processes_under):
-    out = _run_example("router", tmp_path, processes_under)
+def test_router(uml_kernel, tmp_path):
+    out = _run_example("router", tmp_path)
     assert "TTLs of the replies:     [63, 63, 63]" in out
     assert "datagrams r forwarded:   6" in out
     assert "OK: r routes between the subnets" in out
 
 
-def test_sweep_tcp(uml_kernel, tmp_path, processes_under):
+def test_sweep_tcp(uml_kernel, tmp_path):
     import pandas as pd  # noqa: PLC0415
 
-    out = _run_example("sweep_tcp", tmp_path, processes_under)
+    out = _run_example("sweep_tcp", tmp_path)
     assert "OK: 12 points" in out, out
     table = pd.read_parquet(tmp_path / "runs" / "sweep_tcp" / "results.parquet")
     assert len(table) == 12 and (table["status"] == "ok").all(), table
@@ -98,7 +98,7 @@ def test_sweep_tcp(uml_kernel, tmp_path, processes_under):
     assert (tmp_path / "runs" / "sweep_tcp" / "sweep_tcp.png").stat().st_size > 10_000
 
 
-def test_readme_example(uml_kernel, tmp_path, processes_under):
+def test_readme_example(uml_kernel, tmp_path):
     """The README's own experiment runs as printed there."""
     readme = (EXAMPLES.parent / "README.md").read_text()
     code = re.search(r"## Your own experiment\n\n```python\n(.*?)```", readme, re.S)
@@ -110,10 +110,10 @@ def test_readme_example(uml_kernel, tmp_path, processes_under):
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"^1 +a +iperf3 +0 ", done.stdout, re.M), done.stdout
     assert "5 packets transmitted, 5 received" in done.stdout, done.stdout
-    assert not processes_under(tmp_path)
+    assert not processes_mentioning(tmp_path)
 
 
-def test_notebook(uml_kernel, tmp_path, processes_under):
+def test_notebook(uml_kernel, tmp_path):
     notebook = nbformat.read(EXAMPLES / "rtt_vs_delay.ipynb", as_version=4)
     # Committed without outputs: what CI shows is what this run produced.
     assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
@@ -127,4 +127,4 @@ def test_notebook(uml_kernel, tmp_path, processes_under):
     assert "OK: every RTT matches the link model" in texts
     assert "OK: 6 sweep points match the link model" in texts
     assert (tmp_path / "runs" / "rtt_vs_delay").is_dir()
-    assert not processes_under(tmp_path), "the notebook left processes behind"
+    assert not processes_mentioning(tmp_path), "the notebook left processes behind"

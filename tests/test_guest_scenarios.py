@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from leftovers import processes_mentioning
 
 import ns3_uml
 from ns3_uml import _native
@@ -132,15 +133,8 @@ class Scene:
         assert not left, f"vhost-user sockets left: {left}"
         # Nothing on the host still runs from this scene's directories (UML's helpers have
         # the guest's workdir or socket paths on their command lines).
-        mine = str(self.tmp).encode()
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit() and int(entry.name) != os.getpid():
-                try:
-                    with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                        cmdline = f.read()
-                except OSError:
-                    continue
-                assert mine not in cmdline, f"process {entry.name} left: {cmdline!r}"
+        running = processes_mentioning(self.tmp)
+        assert not running, f"processes left: {running}"
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from leftovers import processes_mentioning
 
 from ns3_uml.simulation import GuestError, Simulation
 
 
-def test_ping_over_point_to_point(uml_kernel, tmp_path, processes_under):
+def test_ping_over_point_to_point(uml_kernel, tmp_path):
     with Simulation(workdir=tmp_path / "run", seed=1) as sim:
         a = sim.add_node("a", run=["ping -c 3 10.0.0.2"])
         sim.add_node("b", run=["sleep 4"])
@@ -27,12 +28,11 @@ def test_ping_over_point_to_point(uml_kernel, tmp_path, processes_under):
     assert not any(p.exists() for p in sockets)  # ...and are gone now
     assert sorted(p.name for p in (tmp_path / "run" / "pcap").iterdir()) == [
         "p2p0-a.pcap", "p2p0-b.pcap"]
-    assert not processes_under(tmp_path / "run")
+    assert not processes_mentioning(tmp_path / "run")
 
 
 @pytest.mark.parametrize("how", ["crash", "hang"])
-def test_a_guest_that_crashes_or_hangs_is_named(uml_kernel, tmp_path, how,
-                                                processes_under):
+def test_a_guest_that_crashes_or_hangs_is_named(uml_kernel, tmp_path, how):
     run = tmp_path / "run"
     with Simulation(workdir=run, seed=1, yield_timeout=3.0) as sim:
         # Enough traffic to keep the run busy for far longer than the strike takes.
@@ -61,7 +61,7 @@ def test_a_guest_that_crashes_or_hangs_is_named(uml_kernel, tmp_path, how,
     # The others were shut down, what was written stays, nothing is left behind.
     assert a.process.poll() is not None and b.process.poll() is not None
     assert a.console_log.exists() and (run / "pcap" / "p2p0-a.pcap").stat().st_size > 24
-    assert not processes_under(run)
+    assert not processes_mentioning(run)
     assert not any(p.exists() for p in sockets)
 
 
@@ -184,7 +184,7 @@ with Simulation(workdir=sys.argv[1], seed=1) as sim:
 """
 
 
-def test_ctrl_c_stops_a_run_cleanly(uml_kernel, tmp_path, processes_under):
+def test_ctrl_c_stops_a_run_cleanly(uml_kernel, tmp_path):
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
     import time  # noqa: PLC0415
@@ -209,6 +209,6 @@ def test_ctrl_c_stops_a_run_cleanly(uml_kernel, tmp_path, processes_under):
     assert proc.returncode != 0
     assert "KeyboardInterrupt: interrupted by SIGINT" in err, err[-2000:]
     assert "simulating:" in err  # the progress bar was shown
-    assert not processes_under(run)
+    assert not processes_mentioning(run)
     assert not sockdir.exists()
     assert (run / "a" / "console.log").exists()  # what the guests wrote stays

@@ -16,7 +16,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from leftovers import processes_mentioning, wait_gone
 
+import ns3_uml.sweeps as sweep_mod
 from ns3_uml.sweeps import (
     FunctionRef,
     default_workers,
@@ -27,7 +29,6 @@ from ns3_uml.sweeps import (
     write_table,
 )
 
-import ns3_uml.sweeps as sweep_mod
 # The small sweep with real guests: 4 points of 2 guests each.
 GRID = {"delay": ["1ms", "5ms"], "loss": [0, 0.2]}
 PARAMS = ["delay", "loss"]
@@ -107,27 +108,6 @@ def flaky_experiment(mode: str, seed: int, workdir: str) -> Any:
 
 
 # ------------------------------------------------------------------------------ helpers
-
-def _processes_mentioning(text: str) -> list[tuple[int, str]]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append((int(pid), cmdline))
-    return found
-
-
-def _wait_gone(text: str, timeout: float = 30.0) -> list[tuple[int, str]]:
-    deadline = time.monotonic() + timeout
-    while (left := _processes_mentioning(text)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return left
-
 
 def _table(df: pd.DataFrame) -> pd.DataFrame:
     """What must be identical between two sweeps: all but the wall times and paths."""
@@ -259,7 +239,7 @@ def test_failed_points_are_rows_and_the_others_complete(tmp_path):
     assert "returned list" in errors["list"]
     assert "inside a sweep's point" in errors["nested"]
     assert df.loc[df["mode"] == "hang", "wall_s"].between(4, 30).all()
-    assert not _wait_gone(f"sleep {ORPHAN_SECONDS}"), "an orphan of a point survived it"
+    assert not wait_gone(f"sleep {ORPHAN_SECONDS}"), "an orphan of a point survived it"
 
     # The record: one line per point, readable by pandas as it is.
     record = Path(df.attrs["record"])
@@ -327,7 +307,7 @@ def test_sweep_of_real_guests_on_local_processes(reference):
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
     pids = [p for i in ids for p in i["guest_pids"]]
     assert len(set(pids)) == len(pids)
-    assert not _wait_gone(str(Path(df["workdir"][0]).parent))
+    assert not wait_gone(str(Path(df["workdir"][0]).parent))
 
 
 def test_dask_cluster_gives_the_same_table(reference, tmp_path):
@@ -344,7 +324,7 @@ def test_dask_cluster_gives_the_same_table(reference, tmp_path):
     _check_points(df)
     _check_no_collisions(df)
     pd.testing.assert_frame_equal(_table(df), _table(reference))
-    assert not _wait_gone(str(tmp_path / "runs"))
+    assert not wait_gone(str(tmp_path / "runs"))
 
 
 def test_a_killed_sweep_resumes_with_the_missing_points(reference, tmp_path):
@@ -363,7 +343,7 @@ def test_a_killed_sweep_resumes_with_the_missing_points(reference, tmp_path):
             records = list(runs.glob("*/results.jsonl"))
             if records and len(read_record(records[0])) >= 1:
                 record = records[0]
-                guest = next((c for _, c in _processes_mentioning(str(runs))
+                guest = next((c for c in processes_mentioning(runs).values()
                               if "time-travel=ext" in c and "/a/init.sh" in c), None)
                 if guest:
                     running = re.search(r"init=(\S+)/a/init\.sh", guest).group(1)
@@ -380,7 +360,7 @@ def test_a_killed_sweep_resumes_with_the_missing_points(reference, tmp_path):
         proc.stderr.close()
     # The parent's death stops the point that was running, guests and all, at once (left
     # alone, it would have finished: "ok").
-    assert not _wait_gone(str(runs), timeout=20), "a point or its guests outlived the sweep"
+    assert not wait_gone(str(runs), timeout=20), "a point or its guests outlived the sweep"
     stopped = json.loads(Path(running, "result.json").read_text())
     assert stopped["status"] == "failed", stopped
     assert point_tmp.name.startswith("ns3-uml-point-") and not point_tmp.exists()

@@ -1,0 +1,34 @@
+"""What a test may leave behind, found the way a user would look: ``ps`` for a path."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def processes_mentioning(text: str | os.PathLike[str]) -> dict[int, str]:
+    """Host processes (not this one) whose command line contains ``text``, with their
+    command lines: guests and their helpers run with their work directory or sockets on
+    it."""
+    needle = os.fspath(text)
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue  # exited meanwhile
+        text_line = cmdline.decode(errors="replace")
+        if needle in text_line:
+            found[int(pid)] = text_line
+    return found
+
+
+def wait_gone(text: str | os.PathLike[str], timeout: float = 30.0) -> dict[int, str]:
+    """``processes_mentioning(text)`` once they are gone or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
