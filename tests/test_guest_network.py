@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import ns3_uml
+from ns3_uml import links
 from ns3_uml.bridge import bridge_interface, guest_mac
 from ns3_uml.guest import GuestConfig, GuestProcess
 
@@ -27,15 +28,9 @@ def _run_pair(tmp_path: Path, kernel: Path, link: str, rate_bps: int, delay_s: f
     try:
         nodes = ns.NodeContainer()
         nodes.Create(2)
-        if link == "p2p":
-            helper = ns.PointToPointHelper()
-            helper.SetDeviceAttribute("DataRate", ns.DataRateValue(ns.DataRate(rate_bps)))
-            helper.SetChannelAttribute("Delay", ns.TimeValue(ns.Seconds(delay_s)))
-        else:
-            helper = ns.CsmaHelper()
-            helper.SetChannelAttribute("DataRate", ns.DataRateValue(ns.DataRate(rate_bps)))
-            helper.SetChannelAttribute("Delay", ns.TimeValue(ns.Seconds(delay_s)))
-        devices = helper.Install(nodes)
+        build = links.point_to_point if link == "p2p" else links.csma
+        devices, helper = build(ns, [nodes.Get(0), nodes.Get(1)], f"{rate_bps}bps",
+                                f"{round(delay_s * 1e9)}ns")
         helper.EnablePcapAll(str(tmp_path / link))
         for i in range(2):
             net = tmp_path / f"net{i}.sock"

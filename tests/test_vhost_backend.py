@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 
 import ns3_uml
-from ns3_uml import CalendarError
+from ns3_uml import CalendarError, links
 from ns3_uml import vhost_protocol as vp
 from ns3_uml.bridge import bridge_interface, guest_mac
 from ns3_uml.testing.vhost_frontend import DEFAULT_RESERVED
@@ -180,15 +180,9 @@ class Sim:
         self.h = helpers()
         self.nodes = ns.NodeContainer()
         self.nodes.Create(2)
-        if link == "p2p":
-            helper = ns.PointToPointHelper()
-            helper.SetDeviceAttribute("DataRate", ns.DataRateValue(ns.DataRate(RATE_BPS)))
-            helper.SetChannelAttribute("Delay", ns.TimeValue(ns.NanoSeconds(DELAY_NS)))
-        else:
-            helper = ns.CsmaHelper()
-            helper.SetChannelAttribute("DataRate", ns.DataRateValue(ns.DataRate(RATE_BPS)))
-            helper.SetChannelAttribute("Delay", ns.TimeValue(ns.NanoSeconds(DELAY_NS)))
-        self.devices = helper.Install(self.nodes)
+        build = links.point_to_point if link == "p2p" else links.csma
+        self.devices, _ = build(ns, [self.nodes.Get(0), self.nodes.Get(1)],
+                                f"{RATE_BPS}bps", f"{DELAY_NS}ns")
         self.paths: list[Path] = []
         self.bridges: list[Any] = []
         self.virtio: list[Any] = []
