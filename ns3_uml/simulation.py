@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -267,13 +268,13 @@ class Simulation:
                 node.process = GuestProcess(node._config(), kernel=kernel)
                 node.process.start()
                 self.calendar.register_process(node.client_id, node.process.pid)
+            bar: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
             if progress:
                 from .progress import SimTimeProgress  # noqa: PLC0415
 
-                total = None if until_ns is None else until_ns / 1e9
-                with SimTimeProgress(self._progress_ns, total):
-                    summary = self.calendar.run(until=until)
-            else:
+                bar = SimTimeProgress(self._progress_ns,
+                                      None if until_ns is None else until_ns / 1e9)
+            with bar:
                 summary = self.calendar.run(until=until)
         except CalendarError as exc:
             self._kill_guests()
