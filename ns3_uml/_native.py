@@ -13,7 +13,9 @@ from types import ModuleType
 from typing import Iterator
 
 from . import pch
+from .log import get_logger
 
+_log = get_logger(__name__)
 _lock = threading.Lock()
 _ns: ModuleType | None = None
 
@@ -148,8 +150,8 @@ def _import_ns3(dirs: list[Path]) -> ModuleType:
             prepared = pch.prepare(dirs, HEADERS, _quiet_ns3_search)
         except Exception as exc:  # noqa: BLE001 (any failure: ns-3 still loads without it)
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            print(f"ns3-uml: warning: no ns-3 header cache ({reason}); "
-                  "loading ns-3 without it (slower)", file=sys.stderr, flush=True)
+            _log.warning("no ns-3 header cache (%s); loading ns-3 without it (slower)",
+                         reason)
     with _quiet_ns3_search(), _filtered_stderr():
         if prepared is not None:
             return pch.load_ns3(prepared)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Iterable
+
+from .log import get_logger
+from .paths import cache_dir
 
 __all__ = [
     "DEFAULT_GUEST_PACKAGES",
@@ -42,6 +44,8 @@ DEFAULT_GUEST_PACKAGES: tuple[str, ...] = (
 )
 
 APT_LISTS = Path("/var/lib/apt/lists")
+
+_log = get_logger(__name__)
 
 # Packages already found installed by this process: dpkg is asked only once.
 _verified: set[str] = set()
@@ -101,7 +105,7 @@ def ensure_host_packages(
     ``log``, default ``<cache>/apt.log``); otherwise, or if apt-get fails,
     :class:`HostSetupError` says what is missing and the command to install it.
     ``purpose`` names what needs the packages, for the messages; ``say`` gets
-    progress messages (default: stderr).
+    progress messages (default: this module's logger, at INFO).
     """
     missing = missing_packages(packages)
     if not missing:
@@ -113,10 +117,9 @@ def ensure_host_packages(
             f"{', '.join(missing)}\nInstall them with:\n  sudo {command}\n"
             "(run `sudo apt-get update` first if apt cannot find them)")
     if log is None:
-        from .kernel import cache_dir  # the cache is where ns3-uml keeps its logs
-        log = cache_dir() / "apt.log"
+        log = cache_dir() / "apt.log"  # the cache is where ns3-uml keeps its logs
     log.parent.mkdir(parents=True, exist_ok=True)
-    (say or _stderr)(f"Installing {' '.join(missing)} (for {purpose}) ...")
+    (say or _log.info)(f"Installing {' '.join(missing)} (for {purpose}) ...")
     # A fresh machine has empty package lists: update first only then, or when
     # the install fails without it (stale lists).
     if not _apt_lists_present() or not _apt_install(missing, log):
@@ -129,10 +132,6 @@ def ensure_host_packages(
         raise HostSetupError(
             f"packages still missing after apt-get: {', '.join(still)}; see {log}")
     return missing
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _apt_lists_present() -> bool:

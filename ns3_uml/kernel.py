@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO, Any, Iterable
 
+from . import progress
+from .atomic import replacing
 from .host import DEFAULT_GUEST_PACKAGES, HostSetupError, dpkg_status, ensure_host_packages
 from .lock import exclusive
+from .log import get_logger
+from .paths import cache_dir
 
 __all__ = [
     "KERNEL_BUILD_VERSION",
@@ -85,20 +89,15 @@ _ENV_DROP = (
 )
 
 
+_log = get_logger(__name__)
+
+
 class KernelBuildError(RuntimeError):
     """The guest kernel could not be found or built; the message says why."""
 
 
 # ---------------------------------------------------------------------------
 # Locations and inputs
-
-
-def cache_dir() -> Path:
-    """``$NS3_UML_CACHE`` or ``~/.cache/ns3-uml``."""
-    env = os.environ.get("NS3_UML_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "ns3-uml"
 
 
 def config_fragment() -> Path:
@@ -329,16 +328,8 @@ def check_config(fragment: Path, config: Path) -> list[str]:
 
 
 def _install_atomic(src: Path, dst: Path, mode: int) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
+    with replacing(dst, mode, sync=True) as tmp:
         shutil.copyfile(src, tmp)
-        os.chmod(tmp, mode)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _build_env() -> dict[str, str]:
@@ -389,29 +380,28 @@ class _Runner:
 
 
 class _Progress:
-    """tqdm-based progress on stderr, or nothing when disabled."""
+    """What a build shows: messages (logged at INFO; at DEBUG when quiet) and bars."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
     def say(self, msg: str) -> None:
-        if self.enabled:
-            print(msg, file=sys.stderr, flush=True)
+        _log.log(logging.INFO if self.enabled else logging.DEBUG, msg)
 
     def bar(self, phase: str, total: int | None) -> _Bar:
         return _Bar(phase, total, self.enabled)
 
 
 class _Bar:
+    """A build phase: counted phases get a bar, the others a line count and the last
+    target."""
+
     def __init__(self, phase: str, total: int | None, enabled: bool) -> None:
-        self.bar = None
         self.total = total
+        self.bar: Any = None
         if enabled:
-            from tqdm import tqdm  # only needed when a build really runs
-            # Counted phases get a bar; the others a line count and the last target.
-            self.bar = tqdm(total=total, desc=phase, unit=" files",
-                            file=sys.stderr, dynamic_ncols=True, leave=False,
-                            bar_format=None if total else "{desc} [{elapsed}]{postfix}")
+            self.bar = progress.bar(total, desc=phase, unit=" files", leave=False,
+                                    bar_format=None if total else "{desc} [{elapsed}]{postfix}")
 
     def step(self, target: str | None, counted: bool) -> None:
         if self.bar is None:

@@ -1,29 +1,49 @@
-"""The nodes of a Simulation: real Linux guests, and native nodes running ns-3's own stack."""
+"""The nodes of a Simulation: real Linux guests, and native nodes running ns-3's own stack.
+
+The Simulation owns its nodes; a node never sees the Simulation, only the small
+:class:`NodeContext` it is given (as in Mininet, where the network owns its nodes).
+"""
 
 from __future__ import annotations
 
 import ipaddress
-import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Sequence
 
 from .bridge import bridge_interface, guest_mac
-from .guest import Command, CommandResult, GuestConfig, GuestProcess, InterfaceConfig, guest_seed
+from .guest import (Command, CommandResult, GuestConfig, GuestProcess, InterfaceConfig,
+                    check_command_name, default_command_name, guest_seed, interface_name)
 from .units import parse_time
 
-if TYPE_CHECKING:
-    from .simulation import Simulation
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What a node needs from the simulation that holds it."""
+
+    #: ns-3's ``ns`` namespace.
+    ns: Any
+    #: Where guests' directories go (``<workdir>/<name>``).
+    workdir: Path
+    #: The simulation's seed; each guest's entropy derives from it and the guest's name.
+    seed: int
+    #: The calendar's socket, where guests connect.
+    calendar_socket: Path
+    #: Raises RuntimeError once nodes, links and commands may no longer be added.
+    check_building: Callable[[], None]
+    #: A short path for a vhost-user socket called ``tag`` (Unix socket paths are short).
+    socket_path: Callable[[str], Path]
 
 
 class Node:
     """What guests and native nodes share: a name, an ns-3 node, addressed interfaces."""
 
-    def __init__(self, sim: "Simulation", name: str) -> None:
-        self.sim = sim
+    def __init__(self, context: NodeContext, name: str) -> None:
+        self._context = context
         #: The node's name (a guest's hostname).
         self.name = name
         #: The ``ns3::Node`` behind it, for raw ns-3 (devices, applications, mobility).
-        self.ns3_node = sim.ns.CreateObject["ns3::Node"]()
+        self.ns3_node = context.ns.CreateObject["ns3::Node"]()
         #: IPv4 interface addresses with prefix, one per interface with an address, in order.
         self.addresses: list[ipaddress.IPv4Interface] = []
         #: Capture file per interface name, for devices the Simulation built.
@@ -73,40 +93,86 @@ class UmlNode(Node):
     """A real Linux guest (User-Mode Linux) that is also an ns-3 node.
 
     Give it commands with ``run``; after ``Simulation.run`` its ``results`` tell what each
-    did. ``sysctls`` and ``routes`` are applied at boot, before the first command.
+    did. ``sysctls`` and ``routes`` are applied at boot, before the first command. Its
+    ``config`` (a :class:`~ns3_uml.guest.GuestConfig`) is everything it boots with.
     """
 
-    def __init__(self, sim: "Simulation", name: str, index: int, memory: str) -> None:
-        super().__init__(sim, name)
+    def __init__(self, context: NodeContext, name: str, index: int, memory: str, *,
+                 stop_at: float | str | None = None,
+                 kernel_args: Sequence[str] = ()) -> None:
+        super().__init__(context, name)
         #: The guest's position among the simulation's guests (its MACs derive from it).
         self.index = index
-        #: Its time-travel client id.
-        self.client_id = index + 1
-        #: Guest memory, e.g. "64M".
-        self.memory = memory
-        #: The guest's own directory on the host (console log, command outputs).
-        self.workdir = sim.workdir / name
-        self.interfaces: list[InterfaceConfig] = []
-        #: Routes given to ``ip route add`` at boot, e.g. "default via 10.0.0.1".
-        self.routes: list[str] = []
-        #: Sysctls set at boot, e.g. {"net.ipv4.ip_forward": "1"}.
-        self.sysctls: dict[str, str] = {}
-        self._commands: list[Command] = []
-        #: The running guest (None before ``Simulation.run``).
-        self.process: GuestProcess | None = None
+        #: How the guest boots and what it runs; the node's other fields are views of it.
+        self.config = GuestConfig(
+            name=name, client_id=index + 1, tt_socket=context.calendar_socket,
+            workdir=context.workdir / name, memory=memory,
+            extra_args=list(kernel_args), seed=guest_seed(context.seed, name),
+            stop_at=None if stop_at is None else parse_time(stop_at) / 1e9)
+        self._process: GuestProcess | None = None
+
+    @property
+    def client_id(self) -> int:
+        """Its time-travel client id."""
+        return self.config.client_id
+
+    @property
+    def memory(self) -> str:
+        """Guest memory, e.g. "64M"."""
+        return self.config.memory
+
+    @property
+    def workdir(self) -> Path:
+        """The guest's own directory on the host (console log, command outputs)."""
+        return self.config.workdir_path
+
+    @property
+    def interfaces(self) -> list[InterfaceConfig]:
+        """Its network interfaces (eth0, eth1, ...), in order."""
+        return self.config.interfaces
+
+    @property
+    def routes(self) -> list[str]:
+        """Routes given to ``ip route add`` at boot, e.g. "default via 10.0.0.1"."""
+        return self.config.routes
+
+    @property
+    def sysctls(self) -> dict[str, str]:
+        """Sysctls set at boot, e.g. {"net.ipv4.ip_forward": "1"}."""
+        return self.config.sysctls
+
+    @property
+    def stop_at(self) -> float | None:
+        """Simulated seconds since boot at which whatever still runs is killed (its results
+        say ``killed``) and commands not started yet never start; None: no deadline."""
+        return self.config.stop_at
+
+    @property
+    def kernel_args(self) -> list[str]:
+        """Extra words for the guest kernel's command line (e.g. "loglevel=7")."""
+        return self.config.extra_args
+
+    @property
+    def process(self) -> GuestProcess | None:
+        """The running guest (None before ``Simulation.run``)."""
+        return self._process
 
     def run(self, cmd: str, at: float | str | None = None, background: bool = False,
             name: str | None = None) -> str:
         """Run a shell command in the guest, after the previous ones, and not before ``at``
         (simulated time since boot: seconds or "2.5s"); ``background`` commands are not
         waited for. Returns the name its results are found under (default: the program's
-        name, numbered if it repeats: "ping", "ping-2")."""
-        self.sim._check_building()
+        name, numbered if it repeats: "ping", "ping-2"); a name must be letters, digits,
+        '.', '_' or '-', starting with a letter or digit (it names files)."""
+        self._context.check_building()
         start = None if at is None else parse_time(at) / 1e9
-        name = name or self._default_name(cmd)
-        if any(c.name == name for c in self._commands):
+        taken = {c.name for c in self._commands()}
+        if name is None:
+            name = default_command_name(cmd, taken)
+        check_command_name(name)
+        if name in taken:
             raise ValueError(f"{self.name} already has a command named {name!r}")
-        self._commands.append(Command(cmd, start, background, name))
+        self.config.commands.append(Command(cmd, start, background, name))
         return name
 
     def attach(self, device: Any, ip: str | None = None, ipv6: str | None = None,
@@ -114,15 +180,15 @@ class UmlNode(Node):
         """Bridge a new guest interface to ``device``, an ns-3 NetDevice on this node's
         ``ns3_node``, with the given addresses ("10.1.0.1/24"). Returns the interface's name
         in the guest (eth0, eth1, ...)."""
-        self.sim._check_building()
+        self._context.check_building()
         self._check_device(device)
         k = len(self.interfaces)
-        socket = self.sim._socket_path(f"{self.index}-{k}")
+        socket = self._context.socket_path(f"{self.index}-{k}")
         bridge_interface(self.ns3_node, device, socket, self.client_id, guest_mac(self.index, k))
         self.interfaces.append(InterfaceConfig(socket, ipv4=ip, ipv6=ipv6, mtu=mtu))
         if ip is not None:
             self.addresses.append(ipaddress.IPv4Interface(ip))
-        return f"eth{k}"
+        return interface_name(k)
 
     def add_route(self, destination: str, via: str) -> None:
         """Route ``destination`` ("10.1.0.0/24" or "default") through the gateway ``via``."""
@@ -135,47 +201,47 @@ class UmlNode(Node):
         for r in self.results():
             if r.name == name:
                 return r
-        names = ", ".join(c.name for c in self._commands) or "none"
+        names = ", ".join(str(c.name) for c in self._commands()) or "none"
         raise KeyError(f"{self.name} has no command {name!r} (it has: {names})")
 
     def results(self) -> list[CommandResult]:
         """Every command's results, in the order given (empty before the run)."""
-        if self.process is None:
+        if self._process is None:
             return []
-        return self.process.read_outputs()
+        return self._process.read_outputs()
 
     @property
     def console_log(self) -> Path:
         """The guest's console: kernel messages and init errors."""
         return self.workdir / "console.log"
 
-    def _default_name(self, cmd: str) -> str:
-        words = cmd.split()
-        base = os.path.basename(words[0]) if words else "cmd"
-        base = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in base) or "cmd"
-        taken = {c.name for c in self._commands}
-        name, n = base, 2
-        while name in taken:
-            name, n = f"{base}-{n}", n + 1
-        return name
+    def start(self, kernel: Path) -> int:
+        """Boot the guest with ``kernel`` (``Simulation.run`` does); its pid."""
+        if self._process is not None:
+            raise RuntimeError(f"{self.name} has been started already")
+        self._process = GuestProcess(self.config, kernel=kernel)
+        self._process.start()
+        pid = self._process.pid
+        assert pid is not None
+        return pid
 
-    def _config(self) -> GuestConfig:
-        return GuestConfig(
-            name=self.name, client_id=self.client_id, tt_socket=self.sim.calendar.socket_path,
-            workdir=self.workdir, memory=self.memory, commands=list(self._commands),
-            interfaces=list(self.interfaces), routes=list(self.routes),
-            sysctls=dict(self.sysctls), seed=guest_seed(self.sim.seed, self.name),
-        )
+    def stop(self) -> None:
+        """Kill the guest if it still runs (no-op before ``start`` and once it has exited)."""
+        if self._process is not None:
+            self._process.kill()
+
+    def _commands(self) -> list[Command]:
+        return [c if isinstance(c, Command) else Command(c) for c in self.config.commands]
 
 
 class NativeNode(Node):
     """An ns-3 node with ns-3's own Internet stack: install ns-3 applications on
     ``ns3_node`` (UdpEchoServer, Ping, BulkSend, ...) to talk to the guests."""
 
-    def __init__(self, sim: "Simulation", name: str) -> None:
-        super().__init__(sim, name)
-        sim.ns.InternetStackHelper().Install(self.ns3_node)
-        self._ipv4 = self.ns3_node.GetObject[sim.ns.Ipv4]()
+    def __init__(self, context: NodeContext, name: str) -> None:
+        super().__init__(context, name)
+        context.ns.InternetStackHelper().Install(self.ns3_node)
+        self._ipv4 = self.ns3_node.GetObject[context.ns.Ipv4]()
         #: ns-3 interface index per entry of ``addresses``.
         self._ifindex: list[int] = []
 
@@ -184,12 +250,12 @@ class NativeNode(Node):
         """Add ``device`` (an ns-3 NetDevice on this node's ``ns3_node``) to ns-3's IPv4
         stack with address ``ip`` ("10.1.0.9/24"). Returns the device's name, "dev<N>"
         (its index on the node)."""
-        self.sim._check_building()
+        self._context.check_building()
         self._check_device(device)
         if ipv6 is not None:
             raise ValueError(f"{self.name}: IPv6 addresses on native nodes are ns-3's to "
                              "give (Ipv6AddressHelper)")
-        ns = self.sim.ns
+        ns = self._context.ns
         index = self._ipv4.AddInterface(device)
         if ip is not None:
             iface = ipaddress.IPv4Interface(ip)
@@ -205,7 +271,7 @@ class NativeNode(Node):
     def add_route(self, destination: str, via: str) -> None:
         """Route ``destination`` ("10.1.0.0/24" or "default") through the gateway ``via``
         (an ns-3 static route)."""
-        ns = self.sim.ns
+        ns = self._context.ns
         interface = self._ifindex[self._network_of(via)]
         routing = ns.Ipv4StaticRoutingHelper().GetStaticRouting(self._ipv4)
         gateway = ns.Ipv4Address(via)

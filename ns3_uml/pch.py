@@ -37,14 +37,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .kernel import cache_dir
+from .atomic import replacing, write_atomic
 from .lock import exclusive
+from .log import get_logger
+from .paths import cache_dir
 
 __all__ = ["PchUnavailable", "Prepared", "disabled_reason", "in_use", "load_ns3", "pch_root",
            "prepare"]
@@ -71,6 +72,7 @@ _DISCOVERY = ("_search_libraries", "extract_linked_libraries")
 
 
 _in_use: Path | None = None
+_log = get_logger(__name__)
 
 
 class PchUnavailable(RuntimeError):
@@ -247,7 +249,7 @@ def _plan(module: types.ModuleType, root: Path) -> dict[str, Any]:
         if {"search", "linked", "calls"} <= plan.keys():
             return plan
     plan = _record_plan()
-    _write_atomic(path, json.dumps(plan).encode())
+    write_atomic(path, json.dumps(plan))
     plans = sorted(path.parent.glob("*.json"), key=_mtime, reverse=True)
     for old in plans[KEEP_PLANS:]:
         old.unlink(missing_ok=True)
@@ -354,16 +356,16 @@ def ensure_pch(plan: dict[str, Any], include_dirs: Sequence[Path], headers: Sequ
     _raise_if_failed_recently(kdir)
     kdir.mkdir(parents=True, exist_ok=True)
     lock = root / "locks" / f"{key}.lock"
-    with exclusive(lock, lambda: print(
-            f"ns3-uml: waiting for another process building the ns-3 header cache (lock "
-            f"{lock}) ...", file=sys.stderr, flush=True)):
+    with exclusive(lock, lambda: _log.info(
+            "waiting for another process building the ns-3 header cache (lock %s) ...",
+            lock)):
         if not _valid(kdir):  # else another process built it while we waited
             _raise_if_failed_recently(kdir)
             try:
                 _build(kdir, plan, include_dirs, headers)
             except Exception as exc:
-                _write_atomic(kdir / FAILED_NAME,
-                              json.dumps({"time": time.time(), "reason": str(exc)}).encode())
+                write_atomic(kdir / FAILED_NAME,
+                             json.dumps({"time": time.time(), "reason": str(exc)}))
                 raise
     _prune(root, keep=key)
     return kdir / PCH_NAME
@@ -373,25 +375,19 @@ def _build(kdir: Path, plan: dict[str, Any], include_dirs: Sequence[Path],
            headers: Sequence[str]) -> None:
     """Build to a temporary file, publish by rename, write the manifest (under the lock)."""
     pch = kdir / PCH_NAME
-    for stale in [*kdir.glob(f"{PCH_NAME}.tmp*"), kdir / MANIFEST_NAME, kdir / FAILED_NAME]:
+    for stale in [*kdir.glob(f".{PCH_NAME}.*.tmp"), kdir / MANIFEST_NAME, kdir / FAILED_NAME]:
         stale.unlink(missing_ok=True)
     header = kdir / HEADER_NAME
     header.write_text(_header_text(plan, headers))
-    tmp = kdir / f"{PCH_NAME}.tmp-{os.getpid()}"
-    print(f"ns3-uml: building the ns-3 header cache (once, ~{BUILD_ESTIMATE_S} s) ...",
-          file=sys.stderr, flush=True)
+    _log.info("building the ns-3 header cache (once, ~%d s) ...", BUILD_ESTIMATE_S)
     started = time.monotonic()
-    try:
+    with replacing(pch) as tmp:
         _make_pch(header, _include_paths(plan, include_dirs), tmp, kdir / "build.log")
-        os.replace(tmp, pch)
-    finally:
-        tmp.unlink(missing_ok=True)
     st = pch.stat()
     manifest = {"key": kdir.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                 "build_s": round(time.monotonic() - started, 1)}
-    _write_atomic(kdir / MANIFEST_NAME, json.dumps(manifest).encode())
-    print(f"ns3-uml: ns-3 header cache built in {manifest['build_s']:.0f} s ({pch})",
-          file=sys.stderr, flush=True)
+    write_atomic(kdir / MANIFEST_NAME, json.dumps(manifest))
+    _log.info("ns-3 header cache built in %.0f s (%s)", manifest["build_s"], pch)
 
 
 def _raise_if_failed_recently(kdir: Path) -> None:
@@ -556,17 +552,3 @@ def _mtime(path: Path) -> float:
 def _touch(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.utime(path)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a shared cache from others
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

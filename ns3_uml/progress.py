@@ -1,9 +1,22 @@
-"""A progress bar of simulated time while the calendar runs."""
+"""Progress bars: the one way ns3-uml makes one (kernel builds, sweeps, simulated time)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, Callable
+
+__all__ = ["SimTimeProgress", "bar"]
+
+
+def bar(total: float | None = None, *, enabled: bool = True, **options: Any) -> Any:
+    """A tqdm bar on stderr (a widget in a notebook) that adapts to the terminal's width;
+    ``options`` go to tqdm (``desc``, ``unit``, ``bar_format``, ...). With ``enabled``
+    False it shows nothing and its methods do nothing."""
+    from tqdm.auto import tqdm  # noqa: PLC0415  (only when a bar is shown)
+
+    options = {"file": sys.stderr, "dynamic_ncols": True, **options}
+    return tqdm(total=total, disable=not enabled, **options)
 
 
 class SimTimeProgress:
@@ -13,15 +26,13 @@ class SimTimeProgress:
 
     def __init__(self, now_ns: Callable[[], int], until_s: float | None,
                  interval: float = 0.2, **tqdm_args: Any) -> None:
-        from tqdm.auto import tqdm  # noqa: PLC0415  (a notebook gets its widget)
-
         self._now_ns = now_ns
         self._interval = interval
         if until_s:
             shape = "{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} sim s [{elapsed}]"
         else:
             shape = "{desc}: {n:.3f} sim s [{elapsed}]"
-        self._bar = tqdm(total=until_s, desc="simulating", bar_format=shape, **tqdm_args)
+        self._bar = bar(until_s, desc="simulating", bar_format=shape, **tqdm_args)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="ns3-uml progress",
                                         daemon=True)

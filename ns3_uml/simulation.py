@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from . import links
 from .calendar import Calendar, CalendarError
-from .guest import IPV6_OFF_SYSCTLS, GuestProcess
+from .guest import IPV6_OFF_SYSCTLS, check_node_name
 from .kernel import ensure_kernel
-from .node import NativeNode, Node, UmlNode
+from .node import NativeNode, Node, NodeContext, UmlNode
 from .units import parse_time
 
 if TYPE_CHECKING:
@@ -48,7 +48,9 @@ class Simulation:
     same results); ``memory`` is each guest's default RAM; ``ipv6=False`` turns IPv6 off in
     the guests (by default Linux speaks it, and its multicast reports and router
     solicitations share the links with what you measure); ``yield_timeout`` is how long
-    (wall seconds) a guest may run without yielding before it counts as hung.
+    (wall seconds) a guest may run without yielding before it counts as hung;
+    ``tod_epoch_ns`` is the guests' wall clock (time of day) at simulated 0, in ns since
+    1970 (default: the calendar's fixed epoch).
 
     Use it as a context manager (or call ``close()``) so that its guests, sockets and ns-3
     state are gone when you are done.
@@ -58,7 +60,7 @@ class Simulation:
 
     def __init__(self, workdir: str | os.PathLike[str] = "runs/sim", seed: int = 1, *,
                  shared_memory: bool = True, memory: str = "64M", ipv6: bool = True,
-                 yield_timeout: float = 120.0) -> None:
+                 yield_timeout: float = 120.0, tod_epoch_ns: int | None = None) -> None:
         if Simulation._open is not None:
             raise RuntimeError(
                 f"a Simulation is already open in this process (workdir "
@@ -76,7 +78,8 @@ class Simulation:
         self._sockdir = Path(tempfile.mkdtemp(prefix="ns3-uml-"))
         try:
             self.calendar = Calendar(self._sockdir / "calendar.sock",
-                                     shared_memory=shared_memory, yield_timeout=yield_timeout)
+                                     shared_memory=shared_memory, yield_timeout=yield_timeout,
+                                     tod_epoch_ns=tod_epoch_ns)
         except BaseException:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             raise
@@ -96,6 +99,9 @@ class Simulation:
         self._pcap_files: list[Any] = []
         self._ran = False
         self._closed = False
+        # All that nodes see of the simulation.
+        self._node_context = NodeContext(self.ns, self.workdir, seed, self.calendar.socket_path,
+                                         self._check_building, self._socket_path)
         Simulation._open = self
 
     def __repr__(self) -> str:
@@ -104,14 +110,19 @@ class Simulation:
     # ------------------------------------------------------------------ building
     def add_node(self, name: str, run: Iterable[str] | None = None,
                  memory: str | None = None, sysctls: dict[str, str] | None = None,
-                 ipv6: bool | None = None) -> UmlNode:
+                 ipv6: bool | None = None, *, stop_at: str | float | None = None,
+                 kernel_args: Sequence[str] = ()) -> UmlNode:
         """A new guest named ``name`` (also its hostname) that runs the shell commands
         ``run`` one after the other from 1 s of simulated uptime. More commands, with start
         times or in the background: ``node.run(...)``. ``memory``: its RAM (default: the
         simulation's). ``sysctls``: set at boot (e.g. {"net.ipv4.ip_forward": "1"}).
-        ``ipv6``: whether it speaks IPv6 (default: the simulation's ``ipv6``)."""
+        ``ipv6``: whether it speaks IPv6 (default: the simulation's ``ipv6``).
+        ``stop_at``: a deadline in simulated time since boot ("30s"): whatever still runs
+        then is killed (``killed`` in ``results()``) and commands not started never start.
+        ``kernel_args``: extra words for the guest kernel's command line ("loglevel=7")."""
         self._check_name(name)
-        node = UmlNode(self, name, len(self._guests), memory or self.memory)
+        node = UmlNode(self._node_context, name, len(self._guests), memory or self.memory,
+                       stop_at=stop_at, kernel_args=kernel_args)
         if not (self.ipv6 if ipv6 is None else ipv6):
             node.sysctls.update(IPV6_OFF_SYSCTLS)
         node.sysctls.update(sysctls or {})
@@ -125,7 +136,7 @@ class Simulation:
         """A new ns-3 node with ns-3's own Internet stack (no guest): links address it like a
         guest; install ns-3 applications on its ``ns3_node``."""
         self._check_name(name)
-        node = NativeNode(self, name)
+        node = NativeNode(self._node_context, name)
         self.nodes[name] = node
         return node
 
@@ -181,9 +192,7 @@ class Simulation:
         self._check_building()
         if name in self.nodes:
             raise ValueError(f"there is already a node named {name!r}")
-        # A guest's name is its hostname and names its directory.
-        if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
-            raise ValueError(f"node name {name!r}: use letters, digits, '-' and '_'")
+        check_node_name(name)
 
     def _check_building(self) -> None:
         if self._closed:
@@ -265,9 +274,7 @@ class Simulation:
         self.calendar.impl.ExpectClients(len(self._guests))
         try:
             for node in self._guests:
-                node.process = GuestProcess(node._config(), kernel=kernel)
-                node.process.start()
-                self.calendar.register_process(node.client_id, node.process.pid)
+                self.calendar.register_process(node.client_id, node.start(kernel))
             bar: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
             if progress:
                 from .progress import SimTimeProgress  # noqa: PLC0415
@@ -300,10 +307,8 @@ class Simulation:
                           node.name if node else None, log)
 
     def _kill_guests(self) -> None:
-        # GuestProcess.kill is a no-op for a guest that has already exited.
         for node in self._guests:
-            if node.process is not None:
-                node.process.kill()
+            node.stop()  # a no-op for a guest that has already exited
 
     # ------------------------------------------------------------------ results
     def results(self) -> "pandas.DataFrame":

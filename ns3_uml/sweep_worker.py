@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import libc
+from .atomic import write_atomic
+from .procs import descendants
 
 __all__ = [
     "ENV_FLAG",
     "RESERVED_COLUMNS",
     "SCRIPT_MODULE",
     "check_measurements",
-    "descendants",
     "kill_descendants",
     "load_function",
     "main",
@@ -68,32 +69,6 @@ _ERROR_TAIL = 4000
 
 class _Stop(Exception):
     """The supervisor was told to stop (a signal, or its parent died)."""
-
-
-def _children(pid: int) -> list[int]:
-    """Pids of ``pid``'s children (each thread's; Linux lists them per thread)."""
-    kids: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids  # gone meanwhile
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
-                kids += [int(x) for x in f.read().split()]
-        except OSError:
-            continue
-    return kids
-
-
-def descendants(root: int) -> list[int]:
-    """Pids of every process below ``root``, parents before their children."""
-    found, queue = [], _children(root)
-    while queue:
-        pid = queue.pop(0)
-        found.append(pid)
-        queue.extend(_children(pid))
-    return found
 
 
 def _reap_all() -> None:
@@ -244,9 +219,7 @@ def check_measurements(result: Any, params: list[str]) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, default=_plain))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, default=_plain))
 
 
 def _error_text(exc: BaseException) -> str:

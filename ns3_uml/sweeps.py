@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .lock import exclusive
+from .progress import bar as progress_bar
 from .sweep_worker import ENV_FLAG, RESERVED_COLUMNS, load_function
 
 __all__ = [
@@ -613,12 +614,8 @@ def _dispatch(todo: list[_Run], record: Path, *, executor: Any, workers: int | N
     pool = (cf.ThreadPoolExecutor(max_workers=workers or default_workers(memory_per_point),
                                   thread_name_prefix="ns3-uml-sweep")
             if own else _executor(executor))
-    bar = None
-    if progress:
-        from tqdm import tqdm  # noqa: PLC0415
-
-        bar = tqdm(total=total, initial=total - len(todo), desc="sweep", unit="pt",
-                   file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total, enabled=progress, initial=total - len(todo), desc="sweep",
+                       unit="pt")
     failed = 0
     futures: dict[cf.Future[dict[str, Any]], _Run] = {}
     try:
@@ -635,9 +632,8 @@ def _dispatch(todo: list[_Run], record: Path, *, executor: Any, workers: int | N
             run.row = _row(run, outcome)
             _append(record, run.row)
             failed += run.row["status"] != "ok"
-            if bar is not None:
-                bar.set_postfix(failed=failed, refresh=False)
-                bar.update(1)
+            bar.set_postfix(failed=failed, refresh=False)
+            bar.update(1)
     except BaseException:
         for fut in futures:
             fut.cancel()
@@ -647,8 +643,7 @@ def _dispatch(todo: list[_Run], record: Path, *, executor: Any, workers: int | N
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def write_table(df: Any, path: str | os.PathLike[str]) -> Path:

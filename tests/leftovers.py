@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+
+from ns3_uml import procs
 
 
 def processes_mentioning(text: str | os.PathLike[str]) -> dict[int, str]:
@@ -13,16 +14,10 @@ def processes_mentioning(text: str | os.PathLike[str]) -> dict[int, str]:
     it."""
     needle = os.fspath(text)
     found = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue  # exited meanwhile
-        text_line = cmdline.decode(errors="replace")
-        if needle in text_line:
-            found[int(pid)] = text_line
+    for pid in procs.pids():
+        line = procs.cmdline(pid) if pid != os.getpid() else None
+        if line is not None and needle in line:  # None: gone meanwhile, or this process
+            found[pid] = line
     return found
 
 

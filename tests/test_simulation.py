@@ -8,6 +8,7 @@ import struct
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from leftovers import processes_mentioning
 
@@ -170,6 +171,38 @@ def test_mistaken_scripts_get_clear_errors(uml_kernel, tmp_path):
         c = sim2.add_node("c")
         with pytest.raises(ValueError, match="is not a node of this Simulation"):
             sim2.point_to_point(c, a)
+
+
+def test_a_bad_command_name_is_refused_where_it_is_given(tmp_path):
+    with Simulation(workdir=tmp_path / "run", seed=1) as sim:
+        a = sim.add_node("a")
+        with pytest.raises(ValueError, match="command name 'a b'"):
+            a.run("true", name="a b")
+        with pytest.raises(ValueError, match="command name '-x'"):
+            a.run("true", name="-x")
+        assert a.run("_tool --flag") == "tool"  # a default name is always a valid one
+        with pytest.raises(ValueError, match="kernel argument 'a b'"):
+            sim.add_node("b", kernel_args=["a b"])
+        assert [c.name for c in a.config.command_list()] == ["tool"]
+
+
+def test_stop_at_clock_and_kernel_arguments_reach_the_guest(uml_kernel, tmp_path):
+    epoch_s = 1_900_000_000  # 2030-03-17
+    with Simulation(workdir=tmp_path / "run", seed=1, tod_epoch_ns=epoch_s * 10**9) as sim:
+        a = sim.add_node("a", stop_at="4s", kernel_args=["ns3uml.test=42"],
+                         run=["cat /proc/cmdline", "date +%s", "sleep 100", "echo never"])
+        assert a.stop_at == 4.0 and a.kernel_args == ["ns3uml.test=42"]
+        sim.run(until="30s")
+        table = sim.results().set_index("name")
+    assert "ns3uml.test=42" in table.loc["cat", "stdout"].split()
+    # The guest's wall clock starts at the epoch; the command runs at 1 s of uptime.
+    assert epoch_s <= int(table.loc["date", "stdout"]) <= epoch_s + 2
+    sleep = table.loc["sleep"]
+    assert bool(sleep["killed"]) and pd.isna(sleep["returncode"])
+    assert sleep["end"] == pytest.approx(4.0, abs=0.01)
+    never = table.loc["echo"]
+    assert not bool(never["killed"]) and pd.isna(never["start"])
+    assert not processes_mentioning(tmp_path / "run")
 
 
 _INTERRUPTED_SCRIPT = """

@@ -1,0 +1,68 @@
+"""The UML command line of a guest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import INIT_SCRIPT, GuestConfig, check_cmdline_word
+
+__all__ = ["SEED_PARAM", "guest_argv"]
+
+#: Name of UML's own run directory (pid file) inside ``workdir``.
+UMID = "uml"
+#: virtio device id of a network card (include/uapi/linux/virtio_ids.h).
+VIRTIO_ID_NET = 1
+#: Kernel parameter that seeds all of a guest's randomness (patch 0003).
+SEED_PARAM = "ns3uml.seed"
+
+
+def guest_argv(kernel: Path | str, cfg: GuestConfig,
+               time_travel: str | None = None) -> list[str]:
+    """The UML command line for ``cfg``.
+
+    ``time_travel`` (or ``cfg.time_travel``) overrides the default
+    ``ext:<client_id>:<tt_socket>``, e.g. ``"inf-cpu"`` for a guest without calendar.
+    """
+    workdir = cfg.workdir_path
+    check_cmdline_word("workdir", str(workdir))
+    mode = time_travel or cfg.time_travel
+    if mode is None:
+        if cfg.tt_socket is None:
+            raise ValueError(f"guest {cfg.name!r}: no tt_socket and no time_travel mode")
+        check_cmdline_word("tt_socket", str(cfg.tt_socket))
+        mode = f"ext:{cfg.client_id}:{cfg.tt_socket}"
+    clock = []
+    if cfg.tod_epoch_ns is not None:
+        clock = [f"time-travel-start={cfg.tod_epoch_ns}"]
+    elif not mode.startswith("ext:"):
+        # Without a calendar the wall clock would start from the host's.
+        clock = ["time-travel-start=0"]
+    return [
+        str(kernel),
+        f"mem={cfg.memory}",
+        f"time-travel={mode}",
+        *clock,
+        # The host's / read-only over hostfs.
+        "root=/dev/root",
+        "rootfstype=hostfs",
+        "rootflags=/",
+        "ro",
+        f"init={workdir / INIT_SCRIPT}",
+        # Console 0 writes to stdout (console.log) and reads nothing; no other
+        # consoles or serial lines (they would allocate host ptys).
+        "con=null",
+        "ssl=null",
+        "con0=null,fd:1",
+        # UML's pid file directory, inside the workdir instead of ~/.uml.
+        f"uml_dir={workdir}",
+        f"umid={UMID}",
+        # No dummy0 with a random MAC in every guest (the driver is built in).
+        "dummy.numdummies=0",
+        # All of the guest's randomness comes from here (kernel patch 0003).
+        f"{SEED_PARAM}={cfg.seed}",
+        # One virtio-net device per interface; probed in this order: eth0, eth1, ...
+        *(f"virtio_uml.device={iface.socket}:{VIRTIO_ID_NET}" for iface in cfg.interfaces),
+        "quiet",
+        *cfg.extra_args,
+    ]
+
