@@ -308,6 +308,16 @@ class TTClient:
             raise RuntimeError("client not started")
         return self._sock
 
+    @property
+    def time_socket(self) -> socket.socket:
+        """The time socket, for a device that waits on it together with its own."""
+        return self._require_sock()
+
+    def serve_message(self) -> None:
+        """Handle one time message while a device waits, as ``time_travel_wait_readable``
+        does (``TTMH_READ``)."""
+        self._handle_message(TTMH_READ)
+
     # ------------------------------------------------------------------
     # raw message I/O
     # ------------------------------------------------------------------
