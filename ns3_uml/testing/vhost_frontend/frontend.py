@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time as _wall
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ns3_uml.vhost_protocol import (
     ETH_ALEN,
@@ -26,8 +26,6 @@ from ns3_uml.vhost_protocol import (
     NET_CONFIG_OFF_STATUS,
     NET_RX_QUEUE,
     NET_TX_QUEUE,
-    UML_PROTOCOL_FEATURES,
-    UML_QUEUE_SIZE,
     UML_SUPPORTED_FEATURES,
     VIRTIO_NET_HDR,
     VIRTIO_NET_HDR_LEN,
@@ -43,12 +41,8 @@ from ns3_uml.testing.vhost_frontend.errors import (
     VhostTimeout,
     VhostUnsupported,
 )
-from ns3_uml.testing.vhost_frontend.memory import DEFAULT_RESERVED
 from ns3_uml.testing.vhost_frontend.ring import PostedChain, SplitQueue
 from ns3_uml.testing.vhost_frontend.transport import TRANSPORT_MASK, VhostUserTransport
-
-if TYPE_CHECKING:
-    from ns3_uml.testing.tt_client import TTClient
 
 __all__ = ["DEFAULT_ACCEPTED_FEATURES", "VhostUserFrontend"]
 
@@ -79,19 +73,8 @@ class VhostUserFrontend(VhostUserTransport):
 
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, *,
-                 sock: socket.socket | None = None,
-                 mem_size: int = 64 << 20,
-                 reserved: int = DEFAULT_RESERVED,
-                 queue_size: int = UML_QUEUE_SIZE,
-                 tt: TTClient | None = None,
-                 features: int = DEFAULT_ACCEPTED_FEATURES,
-                 protocol_features: int = UML_PROTOCOL_FEATURES,
-                 timeout: float | None = 10.0,
-                 strict: bool = True,
-                 initial_index: int = 0) -> None:
-        super().__init__(socket_path, sock=sock, mem_size=mem_size, reserved=reserved,
-                         queue_size=queue_size, tt=tt, protocol_features=protocol_features,
-                         timeout=timeout, strict=strict, initial_index=initial_index)
+                 features: int = DEFAULT_ACCEPTED_FEATURES, **transport: Any) -> None:
+        super().__init__(socket_path, **transport)
         self.accept_features = features
         self.linux_features = 0         # what Linux 6.12 would have sent instead
         self.declined_features = 0      # Linux would accept, we did not

@@ -64,6 +64,19 @@ class HostileResult:
     reply: tuple[int, int, int, bytes] | None = None
 
 
+def _failure(exc: Exception) -> str:
+    """A :attr:`HostileResult.outcome` for what the back-end's reaction raised."""
+    if isinstance(exc, VhostBackendError):
+        return f"error {exc.status}"
+    if isinstance(exc, VhostConnectionClosed):
+        return "closed"
+    if isinstance(exc, VhostTimeout):       # a TimeoutError, so before OSError
+        return "no reply"
+    if isinstance(exc, VhostProtocolError):
+        return f"protocol: {exc}"
+    return f"closed: {exc}"
+
+
 class HostileFrontend(VhostUserFrontend):
     """:class:`VhostUserFrontend` with the hostile helpers (same constructor)."""
 
@@ -81,16 +94,8 @@ class HostileFrontend(VhostUserFrontend):
                 self.tt.propagate_time()
             self._set_vring_state(Request.VRING_KICK, index, 0)
             result.outcome = "ok"
-        except VhostBackendError as exc:
-            result.outcome = f"error {exc.status}"
-        except VhostConnectionClosed:
-            result.outcome = "closed"
-        except VhostTimeout:
-            result.outcome = "no reply"
-        except VhostProtocolError as exc:
-            result.outcome = f"protocol: {exc}"
-        except OSError as exc:
-            result.outcome = f"closed: {exc}"
+        except (VhostBackendError, VhostProtocolError, VhostConnectionClosed, OSError) as exc:
+            result.outcome = _failure(exc)
         finally:
             self.timeout = saved
         self.stats[f"kicks_q{index}"] += 1
@@ -301,12 +306,8 @@ class HostileFrontend(VhostUserFrontend):
             if s == U64.size and f == VHOST_USER_REPLY_FLAGS:
                 status = U64.unpack(payload)[0]
                 result.outcome = "ok" if status == 0 else f"error {status}"
-        except VhostConnectionClosed:
-            result.outcome = "closed"
-        except VhostTimeout:
-            result.outcome = "no reply"
-        except OSError as exc:
-            result.outcome = f"closed: {exc}"
+        except (VhostConnectionClosed, OSError) as exc:
+            result.outcome = _failure(exc)
         return result
 
     def raw_request(self, request: int, payload: bytes, *, flags: int | None = None,
