@@ -1,44 +1,11 @@
 """Reference client of the UM time-travel protocol, modelled on UML 6.12.
 
-The class :class:`TTClient` speaks the client ("host") side of the protocol the
-way ``arch/um/kernel/time.c`` of Linux 6.12 does, function by function:
-
-=============================  ===========================================
-time.c                         here
-=============================  ===========================================
-time_travel_set_time           ``_set_time``
-time_travel_setup_shm          ``_setup_shm``
-time_travel_handle_message     ``_handle_message``
-time_travel_ext_req            ``ext_req``
-time_travel_ext_update_request ``ext_update_request``
-__time_travel_propagate_time   ``propagate_time``
-time_travel_ext_request        ``ext_request``
-time_travel_ext_wait           ``ext_wait``
-time_travel_ext_get_time       ``ext_get_time``
-__time_travel_update_time      ``_update_time_once``
-__time_travel_add_event        ``add_event``
-time_travel_del_event          ``del_event``
-time_travel_update_time        ``update_time``
-time_travel_ndelay             ``ndelay``
-time_travel_add_irq_event      ``add_irq_event``
-time_travel_sleep              ``idle_sleep``
-time_travel_set_start          ``get_tod`` (returns what
-                               read_persistent_clock64 computes)
-timer_read                     ``read_clock``
-bc_store                       ``broadcast``
-=============================  ===========================================
-
-A vhost-user device interrupt is modelled by an "irq" stream socket: every
-byte that arrives on it is one interrupt message, handled like
-``vu_req_read_message`` does (``time_travel_add_irq_event``, then one reply
-byte).  Interrupts are taken where UML takes SIGIO time-travel handlers: while
-waiting for RUN, and at interrupt points while running, never inside an ACK
-wait (UML blocks signals hard there and runs the handlers right after).
-
-Everything UML would ``panic()`` or ``BUG_ON()`` on raises :class:`TTPanic`.
-
-``client`` holds :class:`TTClient` (time.c), ``script`` the JSON steps
-(:func:`run_script`), ``__main__`` the command line.
+:class:`TTClient` (module ``client``) speaks the client ("host") side of the
+protocol the way ``arch/um/kernel/time.c`` of Linux 6.12 does, function by
+function (the table is in that module), and models a vhost-user device
+interrupt by an "irq" socket.  Everything UML would ``panic()`` or
+``BUG_ON()`` on raises :class:`TTPanic`.  ``script`` runs JSON steps on a
+client (:func:`run_script`); ``__main__`` is the command line.
 
 Command line: ``python -m ns3_uml.testing.tt_client --socket PATH --id N
 [--no-shm] [--script JSON|@file] [--out FILE] [--irq-socket PATH] [--offset NS]
