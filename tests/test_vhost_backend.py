@@ -1,7 +1,7 @@
 """The C++ vhost-user back-end (VirtioNetDevice + UmlBridgeNetDevice) against the reference
 front-end, inside the calendar.
 
-Each fake guest is a separate process (``tests/vhost_guest.py``): the reference vhost-user
+Each fake guest is a separate process (``ns3_uml.testing.fake_guest``): the reference vhost-user
 front-end coupled to the reference time-travel client, so that, as with UML, it only talks to
 its device while it runs, and takes the device's VRING_CALLs as time-travel interrupts while it
 waits. ns-3 nodes on a CSMA or point-to-point link carry the frames; C++ trace recorders give
@@ -25,9 +25,10 @@ import ns3_uml
 from ns3_uml import CalendarError, links
 from ns3_uml import vhost_protocol as vp
 from ns3_uml.bridge import bridge_interface, guest_mac
+from ns3_uml.testing import fake_guest
 from ns3_uml.testing.vhost_frontend import DEFAULT_RESERVED
 
-DRIVER = Path(__file__).resolve().parent / "vhost_guest.py"
+DRIVER = Path(fake_guest.__file__)
 CLIENT_IDS = (0x2A, 0x3B)
 RATE_BPS = 100_000_000  # 80 ns per byte: every transmission time is a whole number of ns
 DELAY_NS = 5_000

@@ -28,6 +28,7 @@ from ns3_uml.protocol import MSG, MSG_SIZE, Op  # noqa: E402
 from ns3_uml.testing.tt_client import TTClient  # noqa: E402
 from ns3_uml.testing.vhost_frontend import (  # noqa: E402
     DEFAULT_RESERVED,
+    HostileFrontend,
     RingBroken,
     VhostBackendError,
     VhostConnectionClosed,
@@ -433,14 +434,14 @@ class ScriptedBackend:
 @pytest.fixture
 def make_pair(tmp_path: Path) -> Iterator[Any]:
     """``make_pair(backend_options, frontend_options, connect=True)`` -> (backend, frontend)."""
-    made: list[tuple[ScriptedBackend, VhostUserFrontend]] = []
+    made: list[tuple[ScriptedBackend, HostileFrontend]] = []
 
     def make(backend: dict[str, Any] | None = None, frontend: dict[str, Any] | None = None,
              *, connect: bool = True, open: bool = True,  # noqa: A002
-             ) -> tuple[ScriptedBackend, VhostUserFrontend]:
+             ) -> tuple[ScriptedBackend, HostileFrontend]:
         path = tmp_path / f"vhost-{len(made)}.sock"
         be = ScriptedBackend(path, **(backend or {}))
-        fe = VhostUserFrontend(path, **{"mem_size": MEM, "timeout": TIMEOUT, **(frontend or {})})
+        fe = HostileFrontend(path, **{"mem_size": MEM, "timeout": TIMEOUT, **(frontend or {})})
         made.append((be, fe))
         if connect:
             fe.connect(open=open)
@@ -804,7 +805,7 @@ def test_reply_with_wrong_flags_is_a_protocol_error(make_pair: Any) -> None:
 # hostile helpers: each leaves the ring state it claims (seen through the back-end)
 # ----------------------------------------------------------------------
 @pytest.fixture
-def still(make_pair: Any) -> tuple[ScriptedBackend, VhostUserFrontend]:
+def still(make_pair: Any) -> tuple[ScriptedBackend, HostileFrontend]:
     """A pair whose device only acks kicks and never touches the TX ring."""
     return make_pair({"process_tx": False})
 

@@ -36,43 +36,17 @@ waiting for RUN, and at interrupt points while running, never inside an ACK
 wait (UML blocks signals hard there and runs the handlers right after).
 
 Everything UML would ``panic()`` or ``BUG_ON()`` on raises :class:`TTPanic`.
-
-Command line: ``python -m ns3_uml.testing.tt_client --socket PATH --id N
-[--no-shm] [--script JSON|@file] [--out FILE] [--irq-socket PATH] [--offset NS]
-[--tod-start NS] [--timeout S]``.  The script is a JSON list of steps, run
-while the client is running after START:
-
-* ``{"op": "get_tod"}``, ``{"op": "update"}`` (propagate_time),
-  ``{"op": "broadcast", "value": V}``, ``{"op": "idle"}`` (one idle pass)
-* ``{"op": "sleep", "ns": N}``, ``{"op": "sleep_until", "t": T}``,
-  ``{"op": "ndelay", "ns": N}``, ``{"op": "read_clock", "count": K}``
-* ``{"op": "wait_irq", "count": K}``: idle until K more interrupts ran
-* ``{"op": "repeat", "count": K, "steps": [...]}``
-* ``{"op": "exit"}``: poweroff now (close while running)
-* error injection: ``{"op": "hang", "seconds": S}`` (forever without S),
-  ``{"op": "raw", "hex": "0100"}``, ``{"op": "short_and_close", "bytes": 8}``,
-  ``{"op": "unknown_op", "value": 127, "wait_ack": true}``,
-  ``{"op": "send_as_calendar", "msg": "RUN"|"FREE_UNTIL", "time": T}``,
-  ``{"op": "wrong_seq_ack", "delta": 1}`` (the next ACK we write is wrong)
-
-At the end the client departs like a poweroff and writes the JSON of
-:meth:`TTClient.result` plus ``status``.  Exit status: 0 ok, 2 protocol
-failure (where UML panics; one line on stderr), 3 timeout, 1 other errors.
-This module must stay cheap to import: benchmarks start many of these.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import mmap
 import os
 import select
 import socket
 import struct
-import sys
 import time as _wall
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from ns3_uml.protocol import (
     CAP_TIME_SHARE,
@@ -97,15 +71,8 @@ from ns3_uml.protocol import (
     client_offset,
 )
 
-__all__ = [
-    "TTClient",
-    "TTEvent",
-    "TTPanic",
-    "TTLinkBroken",
-    "TTTimeout",
-    "run_script",
-    "main",
-]
+__all__ = ["DEFAULT_ID", "TTClient", "TTEvent", "TTLinkBroken", "TTPanic", "TTTimeout"]
+
 
 U32_MASK = 0xFFFF_FFFF
 U64_MASK = (1 << 64) - 1
@@ -307,6 +274,16 @@ class TTClient:
         if self._sock is None:
             raise RuntimeError("client not started")
         return self._sock
+
+    @property
+    def time_socket(self) -> socket.socket:
+        """The time socket, for a device that waits on it together with its own."""
+        return self._require_sock()
+
+    def serve_message(self) -> None:
+        """Handle one time message while a device waits, as ``time_travel_wait_readable``
+        does (``TTMH_READ``)."""
+        self._handle_message(TTMH_READ)
 
     # ------------------------------------------------------------------
     # raw message I/O
@@ -911,155 +888,3 @@ class TTClient:
             "log": self.log,
         }
 
-
-# ----------------------------------------------------------------------
-# scripts
-# ----------------------------------------------------------------------
-class _ScriptExit(Exception):
-    pass
-
-
-def run_script(client: TTClient, steps: Iterable[dict[str, Any]]) -> bool:
-    """Run script steps on a started client; True if an "exit" step departed."""
-    try:
-        _run_steps(client, steps)
-    except _ScriptExit:
-        return True
-    return False
-
-
-def _run_steps(client: TTClient, steps: Iterable[dict[str, Any]]) -> None:
-    for step in steps:
-        client._irq_point()
-        op = step.get("op")
-        if op == "get_tod":
-            client.get_tod()
-        elif op == "sleep":
-            client.sleep(int(step["ns"]))
-        elif op == "sleep_until":
-            client.sleep_until(int(step["t"]))
-        elif op == "ndelay":
-            client.ndelay(int(step["ns"]))
-        elif op == "read_clock":
-            for _ in range(int(step.get("count", 1))):
-                client.read_clock()
-        elif op == "idle":
-            client.idle_sleep()
-        elif op == "update":
-            client.propagate_time()
-        elif op == "broadcast":
-            client.broadcast(int(step["value"]))
-        elif op == "wait_irq":
-            for _ in range(int(step.get("count", 1))):
-                client.wait_irq()
-        elif op == "repeat":
-            for _ in range(int(step["count"])):
-                _run_steps(client, step["steps"])
-        elif op == "exit":
-            client.exit_running()
-            raise _ScriptExit
-        elif op == "hang":
-            seconds = step.get("seconds")
-            client.hang(None if seconds is None else float(seconds))
-        elif op == "raw":
-            client.send_raw(bytes.fromhex(step["hex"]))
-        elif op == "short_and_close":
-            client.send_short_and_close(int(step.get("bytes", 8)))
-            raise _ScriptExit
-        elif op == "unknown_op":
-            client.send_unknown_op(int(step.get("value", 0x7F)),
-                                   int(step.get("time", 0)),
-                                   bool(step.get("wait_ack", True)))
-        elif op == "send_as_calendar":
-            name = str(step.get("msg", "RUN")).upper()
-            client.send_as_calendar(Op[name], step.get("time"))
-        elif op == "wrong_seq_ack":
-            client.ack_next_with_wrong_seq(int(step.get("delta", 1)))
-        else:
-            raise ValueError(f"unknown script op {op!r}")
-
-
-def _load_script(text: str | None) -> list[dict[str, Any]]:
-    if not text:
-        return []
-    if text.startswith("@"):
-        with open(text[1:], encoding="utf-8") as fh:
-            text = fh.read()
-    steps = json.loads(text)
-    if not isinstance(steps, list):
-        raise ValueError("script must be a JSON list of steps")
-    return steps
-
-
-def _parse_id(text: str) -> int:
-    """Parse like kstrtoull(s, 0): 0x.. hex, 0.. octal, else decimal."""
-    text = text.strip()
-    if len(text) > 1 and text[0] == "0" and text[1].isdigit():
-        return int(text, 8)
-    value = int(text, 0)
-    if not 0 <= value <= U64_MASK:
-        raise ValueError(f"id {text} out of range")
-    return value
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ns3_uml.testing.tt_client",
-        description="UM time-travel client behaving like a UML 6.12 guest.")
-    parser.add_argument("--socket", required=True, help="calendar socket path")
-    parser.add_argument("--id", default=str(DEFAULT_ID),
-                        help="START id (base auto-detected, e.g. 0x1a)")
-    parser.add_argument("--no-shm", action="store_true",
-                        help="do not use shared memory even if offered")
-    parser.add_argument("--script", help="JSON list of steps, or @file")
-    parser.add_argument("--out", help="write the JSON result here (default stdout)")
-    parser.add_argument("--irq-socket", help="socket path delivering interrupts")
-    parser.add_argument("--offset", type=int, default=None,
-                        help="calendar time at START, if known (message mode)")
-    parser.add_argument("--tod-start", type=int, default=None,
-                        help="like time-travel-start=: no GET_TOD at boot")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="give up if the calendar is silent this long (s)")
-    args = parser.parse_args(argv)
-
-    try:
-        steps = _load_script(args.script)
-        client_id = _parse_id(args.id)
-    except (OSError, ValueError) as exc:
-        print(f"tt_client: bad arguments: {exc}", file=sys.stderr)
-        return 1
-
-    client = TTClient(args.socket, client_id, use_shm=not args.no_shm,
-                      irq=args.irq_socket, tod_start=args.tod_start,
-                      offset=args.offset, timeout=args.timeout)
-    status, error = 0, None
-    try:
-        client.start()
-        run_script(client, steps)
-        if not client.closed:
-            client.exit_running()
-    except TTPanic as exc:
-        status, error = 2, f"panic: {exc}"
-    except TTTimeout as exc:
-        status, error = 3, f"timeout: {exc}"
-    except (OSError, ValueError, KeyError) as exc:
-        status, error = 1, f"error: {exc}"
-    finally:
-        client.close()
-    if error is not None:
-        print(f"tt_client[{args.id}]: {error}", file=sys.stderr)
-
-    result = client.result()
-    result["status"] = "ok" if status == 0 else error
-    text = json.dumps(result)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        print(text)
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

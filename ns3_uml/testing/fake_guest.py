@@ -1,9 +1,10 @@
-"""A fake guest for back-end tests: the reference vhost-user front-end coupled to the reference
-time-travel client in one process, driven by a JSON script, as a UML guest's virtio-net
-interface would be.
+"""A fake guest for vhost-user back-ends: the reference front-end and time-travel client.
 
-    python tests/vhost_guest.py --calendar SOCK --vhost SOCK --id ID --script JSON --out FILE
-        [--no-shm] [--initial-index N] [--queue-size N] [--protocol-mask M]
+The reference vhost-user front-end coupled to the reference time-travel client in one
+process, driven by a JSON script, as a UML guest's virtio-net interface would be:
+
+    python -m ns3_uml.testing.fake_guest --calendar SOCK --vhost SOCK --id ID --script JSON
+        --out FILE [--no-shm] [--initial-index N] [--queue-size N] [--protocol-mask M]
 
 Like UML, the front-end only talks to its device while the client runs (a kick is preceded by
 propagate_time), and device interrupts (VRING_CALL on the backend channel) are taken as
@@ -52,25 +53,18 @@ from typing import Any
 
 from ns3_uml.testing.tt_client import TTClient, TTLinkBroken, TTPanic, TTTimeout
 from ns3_uml.testing.vhost_frontend import (
-    MEM_REGION,
-    MEM_REGIONS_HEAD,
-    MEM_TABLE_PAYLOAD_SIZE,
+    HostileFrontend,
+    HostileResult,
+    PostedChain,
     VhostFrontendError,
     VhostTimeout,
-    VhostUserFrontend,
-    _Chain,
 )
 from ns3_uml.vhost_protocol import (
-    HEADER,
     UML_PROTOCOL_FEATURES,
     UML_QUEUE_SIZE,
     VHOST_USER_FLAG_NEED_REPLY,
     VHOST_USER_VERSION,
-    Request,
 )
-
-S64_MAX = (1 << 63) - 1
-
 
 class GuestTT(TTClient):
     """A TTClient whose SIGIO path also serves the front-end's backend channel."""
@@ -80,9 +74,9 @@ class GuestTT(TTClient):
 
     def _backend_channel(self) -> socket.socket | None:
         fe = self.fe
-        if fe is None or fe._req is None or fe._in_backend_read or self.deaf:
+        if fe is None or self.deaf:
             return None
-        return fe._req
+        return fe.backend_channel
 
     def _service_backend(self) -> None:
         # vu_req_read_message() as a time-travel IRQ handler: read, GET + REQUEST, ack.
@@ -90,11 +84,11 @@ class GuestTT(TTClient):
         assert fe is not None
         self._in_irq = True
         try:
-            fe._read_backend_messages(ev=True)
+            fe.read_backend_messages(ev=True)
         finally:
             self._in_irq = False
-        if fe._recv_rc != "OK":
-            fe._deliver_interrupt()  # connection error: raises at once, like UML's handler
+        if fe.backend_channel_failed:
+            fe.deliver_interrupt()  # connection error: raises at once, like UML's handler
 
     def _idle_poll(self) -> None:
         req = self._backend_channel()
@@ -128,17 +122,17 @@ class GuestTT(TTClient):
     def _irq_fired(self, event: Any) -> None:
         super()._irq_fired(event)
         if self.fe is not None:
-            self.fe._deliver_interrupt()  # the vring callbacks run when the IRQ event fires
+            self.fe.deliver_interrupt()  # the vring callbacks run when the IRQ event fires
 
 
-class GuestFrontend(VhostUserFrontend):
+class GuestFrontend(HostileFrontend):
     """Records the calendar time of every received frame."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rx_log: list[dict[str, Any]] = []
 
-    def _receive_buf(self, chain: _Chain, length: int) -> None:
+    def _receive_buf(self, chain: PostedChain, length: int) -> None:
         before = len(self._rx_frames)
         super()._receive_buf(chain, length)
         if len(self._rx_frames) > before:
@@ -154,25 +148,12 @@ class GuestFrontend(VhostUserFrontend):
         for n in lengths:
             segments.append((pos, n, True))
             pos += n
-        head = self.rxq.add(segments, _Chain("rx", [], [(addr, total)], [total]))
+        head = self.rxq.add(segments, PostedChain("rx", [], [(addr, total)], [total]))
         self.kick(0)
         return head
 
-    def resend_mem_table(self, size_delta: int) -> str:
-        guest, size, user, offset = self.mem.region()
-        payload = MEM_REGIONS_HEAD.pack(1, 0) + MEM_REGION.pack(guest, size + size_delta,
-                                                               user, offset)
-        payload += bytes(MEM_TABLE_PAYLOAD_SIZE - len(payload))
-        try:
-            self._send(Request.SET_MEM_TABLE, payload, fds=[self.mem.fd])
-        except VhostTimeout:
-            return "no reply"
-        except VhostFrontendError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return "ok"
 
-
-def _hostile_record(res: Any) -> dict[str, Any]:
+def _hostile_record(res: HostileResult) -> dict[str, Any]:
     details = {k: v for k, v in res.details.items() if k != "written"}
     reply = None
     if res.reply is not None:
@@ -218,7 +199,7 @@ def run(args: argparse.Namespace, steps: list[dict[str, Any]], out: dict[str, An
         elif op == "disable_rx_cb":
             fe.rxq.disable_cb()
         elif op == "rx_poll":
-            fe._rx_napi_poll()
+            fe.napi_poll()
         elif op == "send":
             frames = [bytes.fromhex(f) for f in step["frames"]]
             t = tt.calendar_time()
@@ -237,7 +218,7 @@ def run(args: argparse.Namespace, steps: list[dict[str, Any]], out: dict[str, An
             out["hostile"].append(_hostile_record(res))
         elif op == "raw":
             flags = step.get("flags", VHOST_USER_VERSION | VHOST_USER_FLAG_NEED_REPLY)
-            res = fe._raw_request(int(step["request"]), bytes.fromhex(step.get("payload", "")),
+            res = fe.raw_request(int(step["request"]), bytes.fromhex(step.get("payload", "")),
                                   flags=flags, size=step.get("size"),
                                   fds=[fe.mem.fd] * int(step.get("mem_fds", 0)),
                                   expect_reply=bool(step.get("expect_reply", True)),
@@ -253,36 +234,26 @@ def run(args: argparse.Namespace, steps: list[dict[str, Any]], out: dict[str, An
                     fe.mem.write(spec["addr"], data)
                     spec.setdefault("len", len(data))
                 elif spec.get("addr") == "buf":
-                    spec["addr"] = fe._payload_buf(64)
+                    spec["addr"] = fe.payload_buf(64)
                 spec.setdefault("flags", 0)
                 specs.append(spec)
-            res = fe._hostile_chain("chain", int(step.get("queue", 1)), specs, kick=True,
+            res = fe.hostile_chain("chain", int(step.get("queue", 1)), specs, kick=True,
                                     timeout=None)
             out["hostile"].append(_hostile_record(res))
         elif op == "poke":
             fe.mem.write(int(step["addr"]), bytes.fromhex(step["data"]))
         elif op == "mem_table":
             out["hostile"].append({"name": "mem_table",
-                                   "outcome": fe.resend_mem_table(int(step["size_delta"]))})
+                                   "outcome": fe.send_mem_table_resized(int(step["size_delta"]))})
         elif op == "flood":
-            # requests with replies, never reading them (sent without blocking on our side)
-            data = HEADER.pack(Request.GET_FEATURES, VHOST_USER_VERSION, 0) * int(step["count"])
-            sock = fe._require_sock()
-            sock.setblocking(False)
-            sent = 0
-            try:
-                while sent < len(data):
-                    sent += sock.send(data[sent:])
-            except BlockingIOError:
-                pass
-            sock.setblocking(True)
-            out["hostile"].append({"name": "flood", "outcome": f"{sent // HEADER.size} sent"})
+            sent = fe.flood(int(step["count"]))
+            out["hostile"].append({"name": "flood", "outcome": f"{sent} sent"})
         elif op == "deaf":
             tt.deaf = True
         elif op == "hang":
             time.sleep(float(step["seconds"]))
         elif op == "shutdown_vhost":
-            fe._require_sock().shutdown(socket.SHUT_WR)
+            fe.shutdown_front()
         elif op == "exit":
             tt.exit_running()
             return
@@ -292,7 +263,9 @@ def run(args: argparse.Namespace, steps: list[dict[str, Any]], out: dict[str, An
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    """Command line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m ns3_uml.testing.fake_guest",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--calendar", required=True)
     parser.add_argument("--vhost", required=True)
     parser.add_argument("--id", type=lambda s: int(s, 0), required=True)

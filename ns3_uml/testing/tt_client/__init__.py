@@ -1,0 +1,45 @@
+"""Reference client of the UM time-travel protocol, modelled on UML 6.12.
+
+:class:`TTClient` (module ``client``) speaks the client ("host") side of the
+protocol the way ``arch/um/kernel/time.c`` of Linux 6.12 does, function by
+function (the table is in that module), and models a vhost-user device
+interrupt by an "irq" socket.  Everything UML would ``panic()`` or
+``BUG_ON()`` on raises :class:`TTPanic`.  ``script`` runs JSON steps on a
+client (:func:`run_script`); ``__main__`` is the command line.
+
+Command line: ``python -m ns3_uml.testing.tt_client --socket PATH --id N
+[--no-shm] [--script JSON|@file] [--out FILE] [--irq-socket PATH] [--offset NS]
+[--tod-start NS] [--timeout S]``.  The script is a JSON list of steps, run
+while the client is running after START:
+
+* ``{"op": "get_tod"}``, ``{"op": "update"}`` (propagate_time),
+  ``{"op": "broadcast", "value": V}``, ``{"op": "idle"}`` (one idle pass)
+* ``{"op": "sleep", "ns": N}``, ``{"op": "sleep_until", "t": T}``,
+  ``{"op": "ndelay", "ns": N}``, ``{"op": "read_clock", "count": K}``
+* ``{"op": "wait_irq", "count": K}``: idle until K more interrupts ran
+* ``{"op": "repeat", "count": K, "steps": [...]}``
+* ``{"op": "exit"}``: poweroff now (close while running)
+* error injection: ``{"op": "hang", "seconds": S}`` (forever without S),
+  ``{"op": "raw", "hex": "0100"}``, ``{"op": "short_and_close", "bytes": 8}``,
+  ``{"op": "unknown_op", "value": 127, "wait_ack": true}``,
+  ``{"op": "send_as_calendar", "msg": "RUN"|"FREE_UNTIL", "time": T}``,
+  ``{"op": "wrong_seq_ack", "delta": 1}`` (the next ACK we write is wrong)
+
+At the end the client departs like a poweroff and writes the JSON of
+:meth:`TTClient.result` plus ``status``.  Exit status: 0 ok, 2 protocol
+failure (where UML panics; one line on stderr), 3 timeout, 1 other errors.
+This module must stay cheap to import: benchmarks start many of these.
+"""
+
+from __future__ import annotations
+
+from ns3_uml.testing.tt_client.client import (
+    TTClient,
+    TTEvent,
+    TTLinkBroken,
+    TTPanic,
+    TTTimeout,
+)
+from ns3_uml.testing.tt_client.script import run_script
+
+__all__ = ["TTClient", "TTEvent", "TTLinkBroken", "TTPanic", "TTTimeout", "run_script"]

@@ -1,0 +1,92 @@
+"""Scripts for the reference time-travel client: JSON steps run while it runs.
+
+The steps are listed in :mod:`ns3_uml.testing.tt_client` (the command line runs them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from ns3_uml.protocol import Op
+from ns3_uml.testing.tt_client.client import TTClient
+
+__all__ = ["load_script", "run_script"]
+
+
+class _ScriptExit(Exception):
+    pass
+
+
+def run_script(client: TTClient, steps: Iterable[dict[str, Any]]) -> bool:
+    """Run script steps on a started client; True if an "exit" step departed."""
+    try:
+        _run_steps(client, steps)
+    except _ScriptExit:
+        return True
+    return False
+
+
+def _run_steps(client: TTClient, steps: Iterable[dict[str, Any]]) -> None:
+    for step in steps:
+        client._irq_point()
+        op = step.get("op")
+        if op == "get_tod":
+            client.get_tod()
+        elif op == "sleep":
+            client.sleep(int(step["ns"]))
+        elif op == "sleep_until":
+            client.sleep_until(int(step["t"]))
+        elif op == "ndelay":
+            client.ndelay(int(step["ns"]))
+        elif op == "read_clock":
+            for _ in range(int(step.get("count", 1))):
+                client.read_clock()
+        elif op == "idle":
+            client.idle_sleep()
+        elif op == "update":
+            client.propagate_time()
+        elif op == "broadcast":
+            client.broadcast(int(step["value"]))
+        elif op == "wait_irq":
+            for _ in range(int(step.get("count", 1))):
+                client.wait_irq()
+        elif op == "repeat":
+            for _ in range(int(step["count"])):
+                _run_steps(client, step["steps"])
+        elif op == "exit":
+            client.exit_running()
+            raise _ScriptExit
+        elif op == "hang":
+            seconds = step.get("seconds")
+            client.hang(None if seconds is None else float(seconds))
+        elif op == "raw":
+            client.send_raw(bytes.fromhex(step["hex"]))
+        elif op == "short_and_close":
+            client.send_short_and_close(int(step.get("bytes", 8)))
+            raise _ScriptExit
+        elif op == "unknown_op":
+            client.send_unknown_op(int(step.get("value", 0x7F)),
+                                   int(step.get("time", 0)),
+                                   bool(step.get("wait_ack", True)))
+        elif op == "send_as_calendar":
+            name = str(step.get("msg", "RUN")).upper()
+            client.send_as_calendar(Op[name], step.get("time"))
+        elif op == "wrong_seq_ack":
+            client.ack_next_with_wrong_seq(int(step.get("delta", 1)))
+        else:
+            raise ValueError(f"unknown script op {op!r}")
+
+
+def load_script(text: str | None) -> list[dict[str, Any]]:
+    if not text:
+        return []
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as fh:
+            text = fh.read()
+    steps = json.loads(text)
+    if not isinstance(steps, list):
+        raise ValueError("script must be a JSON list of steps")
+    return steps
+
+
