@@ -124,8 +124,9 @@ UmlBridgeNetDevice::SetBridgedNetDevice(Ptr<NetDevice> device)
         m_mode = Mode::LOCAL;
     }
     static const char* const modes[] = {"bridge", "local MAC", "IP only"};
-    NS_LOG_INFO("node " << m_node->GetId() << ": guest bridged to " << device->GetInstanceTypeId().GetName()
-                        << " as " << modes[static_cast<int>(m_mode)]);
+    NS_LOG_INFO("node " << m_node->GetId() << ": guest bridged to "
+                        << device->GetInstanceTypeId().GetName() << " as "
+                        << modes[static_cast<int>(m_mode)]);
     m_node->RegisterProtocolHandler(MakeCallback(&UmlBridgeNetDevice::FromBridged, this),
                                     0,
                                     device,

@@ -51,9 +51,9 @@ struct UmlClientRecord
  * docs/DESIGN.md rule 6), so the schedule never depends on host timing and is the same in
  * message and shared-memory mode.
  *
- * Its collaborators: TtAdmission (the listening socket, rule 7), one TtConnection per
- * client (the wire), ClientProcesses (rule 9), InterruptWatch (Ctrl-C). Devices see it as
- * a UmlGuestScheduler.
+ * Its collaborators: TtAdmission (the listening socket and admission, rule 7), one
+ * TtConnection per client (the wire), ClientProcesses (rule 9), InterruptWatch (Ctrl-C).
+ * Devices see it as a UmlGuestScheduler.
  */
 class UmlCalendar : public UmlEventList, public UmlGuestScheduler
 {
@@ -167,7 +167,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     [[noreturn]] void Fail(const std::string& kind, const Client* c, const std::string& what);
     Client* Find(uint64_t clientId) const;
 
-    // Clients' messages (uml-calendar-requests.cc)
+    // Clients' messages (uml-calendar-clients.cc)
     void OnAccepted(int fd);
     bool IsAdmitting() const;
     void OnClientReadable(Client* c);

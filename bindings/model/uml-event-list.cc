@@ -1,5 +1,7 @@
 #include "uml-event-list.h"
 
+#include "tt-protocol.h"
+
 #include "ns3/event-impl.h"
 #include "ns3/log.h"
 #include "ns3/simulator.h"
@@ -52,6 +54,7 @@ UmlEventList::DoDispose()
 void
 UmlEventList::Destroy()
 {
+    NS_LOG_FUNCTION(this);
     while (!m_destroyEvents.empty())
     {
         Ptr<EventImpl> ev = m_destroyEvents.front().PeekEventImpl();
@@ -66,6 +69,7 @@ UmlEventList::Destroy()
 void
 UmlEventList::SetScheduler(ObjectFactory schedulerFactory)
 {
+    NS_LOG_FUNCTION(this << schedulerFactory);
     Ptr<Scheduler> scheduler = schedulerFactory.Create<Scheduler>();
     if (m_events)
     {
@@ -292,6 +296,22 @@ uint64_t
 UmlEventList::GetEventCount() const
 {
     return m_eventCount;
+}
+
+uint64_t
+UmlEventList::TsToNs(uint64_t ts)
+{
+    return static_cast<uint64_t>(TimeStep(ts).GetNanoSeconds());
+}
+
+uint64_t
+UmlEventList::NsToTs(uint64_t ns)
+{
+    if (ns >= tt::TIME_NEVER)
+    {
+        return tt::TIME_NEVER;
+    }
+    return static_cast<uint64_t>(NanoSeconds(static_cast<int64_t>(ns)).GetTimeStep());
 }
 
 uint64_t

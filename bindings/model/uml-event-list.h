@@ -61,6 +61,10 @@ class UmlEventList : public SimulatorImpl
     /** The next event is about to run; Now() is its time. */
     virtual void EventStarting();
 
+    /** Time steps to ns, and ns (up to tt::TIME_NEVER: never) to time steps. */
+    static uint64_t TsToNs(uint64_t ts);
+    static uint64_t NsToTs(uint64_t ns);
+
     EventId Insert(uint64_t ts, EventImpl* event, uint32_t context);
     void ProcessOneEvent();
     /** Move events scheduled from other threads into the list. */

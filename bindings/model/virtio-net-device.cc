@@ -65,6 +65,7 @@ VirtioNetDevice::VirtioNetDevice()
 void
 VirtioNetDevice::DoDispose()
 {
+    NS_LOG_FUNCTION(this);
     m_transmit = MakeNullCallback<void, Ptr<Packet>>();
     Cancel(m_txEvent);
     Cancel(m_rxEvent);
@@ -179,6 +180,7 @@ VirtioNetDevice::Cancel(Ptr<EventImpl>& event)
 void
 VirtioNetDevice::OnDisconnect()
 {
+    NS_LOG_FUNCTION(this << m_rxPending.size());
     m_rxPending.clear();
     Cancel(m_txEvent);
     Cancel(m_rxEvent);
