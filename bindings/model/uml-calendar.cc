@@ -11,8 +11,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
-#include <sys/socket.h>
 
 namespace ns3
 {
