@@ -25,7 +25,7 @@ def bridge_interface(
     socket_path: str | os.PathLike[str],
     client_id: int,
     mac: str,
-    calendar: "Calendar | None" = None,
+    calendar: Calendar | None = None,
 ) -> Any:
     """Serve a vhost-user virtio-net device at ``socket_path`` for the guest with time-travel
     id ``client_id`` and bridge it to ``device`` (an ns-3 NetDevice on ``node``). Returns the

@@ -170,7 +170,7 @@ class Calendar:
             }
             for c in impl.GetClientRecords()
         ]
-        messages = {}
+        messages: dict[str, dict[str, int]] = {}
         for op in range(int(tt.OP_COUNT) + 1):  # the last counts unknown ops
             to_clients = int(impl.GetMessageCount(op, False))
             from_clients = int(impl.GetMessageCount(op, True))

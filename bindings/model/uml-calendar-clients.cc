@@ -112,11 +112,7 @@ UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
     c->conn->SetId(id);
     c->state = State::STARTING;
     c->offset = CurrentNs();
-    int pid = m_processes.GetPid(id);
-    if (pid > 0)
-    {
-        c->pid = pid;
-    }
+    c->pid = m_processes.GetPid(id);
     m_clients[id] = std::move(owned);
     c->conn->LogReceived(msg);
 
