@@ -168,12 +168,21 @@ def calendar_class() -> type:
     return cppyy.gbl.ns3.UmlCalendar
 
 
-def error_class() -> type:
-    """The cppyy proxy of ``ns3::UmlCalendarError`` (a Python exception class)."""
+def tt_namespace() -> ModuleType:
+    """The cppyy proxy of ``ns3::tt``: the time-travel protocol's constants and names."""
     import cppyy  # noqa: PLC0415
 
     load()
-    return cppyy.gbl.ns3.UmlCalendarError
+    return cppyy.gbl.ns3.tt
+
+
+def error_class() -> type:
+    """The cppyy proxy of ``ns3::UmlError``, thrown by the calendar and by devices (a Python
+    exception class)."""
+    import cppyy  # noqa: PLC0415
+
+    load()
+    return cppyy.gbl.ns3.UmlError
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick check of an installation

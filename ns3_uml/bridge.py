@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from . import _native
+from .calendar import Calendar
 
 
 def guest_mac(guest_index: int, interface: int = 0) -> str:
@@ -24,14 +25,17 @@ def bridge_interface(
     socket_path: str | os.PathLike[str],
     client_id: int,
     mac: str,
+    calendar: Calendar | None = None,
 ) -> Any:
     """Serve a vhost-user virtio-net device at ``socket_path`` for the guest with time-travel
     id ``client_id`` and bridge it to ``device`` (an ns-3 NetDevice on ``node``). Returns the
-    ``ns3::UmlBridgeNetDevice``; its virtio side is ``GetVirtioNetDevice()``. The calendar must
-    be installed first; the guest is started with ``virtio_uml.device=SOCKET:1``."""
+    ``ns3::UmlBridgeNetDevice``; its virtio side is ``GetVirtioNetDevice()``. The device is
+    served by ``calendar`` (default: the process's active ``Calendar``); the guest is started
+    with ``virtio_uml.device=SOCKET:1``."""
     ns = _native.load()
     import cppyy  # noqa: PLC0415
 
-    return cppyy.gbl.ns3.UmlBridgeHelper.Install(
-        node, device, str(socket_path), client_id, ns.Mac48Address(mac)
-    )
+    if calendar is None:
+        calendar = Calendar.active()
+    helper = cppyy.gbl.ns3.UmlBridgeHelper(calendar.scheduler)
+    return helper.Install(node, device, str(socket_path), client_id, ns.Mac48Address(mac))

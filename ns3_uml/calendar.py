@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import signal
 import socket
@@ -110,10 +109,22 @@ class Calendar:
         ns.Simulator.Run.__release_gil__ = True
         self._call(self._impl.Listen)
 
+    @classmethod
+    def active(cls) -> "Calendar":
+        """The calendar of this process (a "setup" ``CalendarError`` if there is none)."""
+        if cls._active is None:
+            raise CalendarError("setup", None, "no Calendar in this process: create one first")
+        return cls._active
+
     @property
     def impl(self) -> Any:
         """The C++ ``ns3::UmlCalendar`` (for device code and raw ns-3 use)."""
         return self._impl
+
+    @property
+    def scheduler(self) -> Any:
+        """The calendar as the ``ns3::UmlGuestScheduler`` that devices are handed."""
+        return self._impl.GetGuestScheduler()
 
     def register_process(self, client_id: int, pid: int) -> None:
         """Tell the calendar which child process is behind a client id, so that its abnormal
@@ -143,7 +154,38 @@ class Calendar:
 
     def summary(self) -> dict[str, Any]:
         """Clients (ids, slots, runs, how they left), messages by op, simulated and wall time."""
-        return json.loads(str(self._impl.GetSummaryJson()))
+        impl = self._impl
+        tt = _native.tt_namespace()
+        clients = [
+            {
+                "id": int(c.id),
+                "slot": int(c.slot),
+                "shm": bool(c.shm),
+                "offset_ns": int(c.offsetNs),
+                "runs": int(c.runs),
+                "last_run_ns": int(c.lastRunNs),
+                "state": str(c.state),
+                "departure": str(c.departure),
+                "pid": int(c.pid),
+            }
+            for c in impl.GetClientRecords()
+        ]
+        messages: dict[str, dict[str, int]] = {}
+        for op in range(int(tt.OP_COUNT) + 1):  # the last counts unknown ops
+            to_clients = int(impl.GetMessageCount(op, False))
+            from_clients = int(impl.GetMessageCount(op, True))
+            if to_clients + from_clients:
+                messages[str(tt.OpName(op))] = {"from_clients": from_clients,
+                                                "to_clients": to_clients}
+        return {
+            "sim_time_ns": int(impl.GetProgressNs()),
+            "wall_s": float(impl.GetWallSeconds()),
+            "handoffs": int(impl.GetHandoffCount()),
+            "events": int(impl.GetEventCount()),
+            "shared_memory": bool(impl.UsesSharedMemory()),
+            "clients": clients,
+            "messages": messages,
+        }
 
     def close(self) -> None:
         """Destroy the simulation: close every client and remove the socket file."""

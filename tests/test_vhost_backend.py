@@ -100,8 +100,10 @@ std::string Hex(const std::vector<uint8_t>& b) {
 struct Recorder {
     std::vector<long long> times;
     std::vector<std::string> frames;
+    std::vector<uint32_t> contexts;
     void Record(ns3::Ptr<const ns3::Packet> p) {
         times.push_back(ns3::Simulator::Now().GetNanoSeconds());
+        contexts.push_back(ns3::Simulator::GetContext());
         std::vector<uint8_t> b(p->GetSize());
         p->CopyData(b.data(), b.size());
         frames.push_back(Hex(b));
@@ -428,6 +430,11 @@ def test_frames_round_trip_over_csma(sim: Any, shm: bool) -> None:
     assert s.trace("GuestTx1") == [(t_reply, reply)]
     assert s.trace("GuestRx0") == a.rx()
     assert s.trace("Drop0") == s.trace("Drop1") == []
+    # Guests' frames enter ns-3 under their node's context, as with ns-3's own devices.
+    for i in range(2):
+        node = int(s.nodes.Get(i).GetId())
+        for key in (f"GuestTx{i}", f"bridge.FromGuest{i}", f"link.MacTx{i}"):
+            assert set(s.recorders[key].contexts) == {node}, key
     # Every received buffer starts with a zero header with num_buffers = 1.
     assert rb["rx_headers"] == [[0, 0, 0, 0, 0, 0, 1]] * 2
     # TX buffers come back with a call; the driver reclaims them all.

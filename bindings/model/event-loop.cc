@@ -69,6 +69,7 @@ EventLoop::~EventLoop()
 void
 EventLoop::Watch(int fd, Handler handler, bool inner)
 {
+    NS_LOG_FUNCTION(this << fd << inner);
     if (m_tokens.count(fd))
     {
         Unwatch(fd);
@@ -87,6 +88,7 @@ EventLoop::Unwatch(int fd)
     {
         return;
     }
+    NS_LOG_FUNCTION(this << fd);
     auto& entry = m_entries.at(it->second);
     epoll_ctl(entry.inner ? m_inner : m_outer, EPOLL_CTL_DEL, fd, nullptr);
     m_entries.erase(it->second);
@@ -130,6 +132,7 @@ EventLoop::Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs,
         }
         if (n == 0)
         {
+            NS_LOG_LOGIC("no descriptor ready within " << timeoutMs << " ms");
             return false;
         }
         for (int i = 0; i < n; ++i)

@@ -1,5 +1,5 @@
 // The one poll loop of ns3-uml: every guest socket is served here, so that whatever waits
-// for a guest also keeps serving the guests' time sockets (DESIGN.md rule 5).
+// for a guest also keeps serving the guests' time sockets (docs/DESIGN.md rule 5).
 #ifndef NS3_UML_EVENT_LOOP_H
 #define NS3_UML_EVENT_LOOP_H
 

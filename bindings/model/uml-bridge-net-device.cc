@@ -89,6 +89,7 @@ UmlBridgeNetDevice::UmlBridgeNetDevice()
 void
 UmlBridgeNetDevice::DoDispose()
 {
+    NS_LOG_FUNCTION(this);
     m_bridged = nullptr;
     if (m_virtio)
     {
@@ -105,6 +106,7 @@ UmlBridgeNetDevice::DoDispose()
 void
 UmlBridgeNetDevice::SetBridgedNetDevice(Ptr<NetDevice> device)
 {
+    NS_LOG_FUNCTION(this << device);
     NS_ABORT_MSG_UNLESS(m_node, "add the UmlBridgeNetDevice to its node first");
     NS_ABORT_MSG_UNLESS(device->GetNode() == m_node,
                         "the bridged device must be on the guest's own node");
@@ -121,6 +123,10 @@ UmlBridgeNetDevice::SetBridgedNetDevice(Ptr<NetDevice> device)
     {
         m_mode = Mode::LOCAL;
     }
+    static const char* const modes[] = {"bridge", "local MAC", "IP only"};
+    NS_LOG_INFO("node " << m_node->GetId() << ": guest bridged to "
+                        << device->GetInstanceTypeId().GetName() << " as "
+                        << modes[static_cast<int>(m_mode)]);
     m_node->RegisterProtocolHandler(MakeCallback(&UmlBridgeNetDevice::FromBridged, this),
                                     0,
                                     device,
@@ -140,7 +146,12 @@ UmlBridgeNetDevice::GetBridgedNetDevice() const
 void
 UmlBridgeNetDevice::SetVirtioNetDevice(Ptr<VirtioNetDevice> virtio)
 {
+    NS_LOG_FUNCTION(this << virtio);
     m_virtio = virtio;
+    if (m_node)
+    {
+        virtio->SetContext(m_node->GetId());
+    }
     if (m_bridged && m_mode == Mode::LOCAL)
     {
         virtio->SetMac(Mac48Address::ConvertFrom(m_bridged->GetAddress()));
@@ -455,7 +466,12 @@ UmlBridgeNetDevice::GetNode() const
 void
 UmlBridgeNetDevice::SetNode(Ptr<Node> node)
 {
+    NS_LOG_FUNCTION(this << node);
     m_node = node;
+    if (m_virtio)
+    {
+        m_virtio->SetContext(node->GetId());
+    }
 }
 
 bool

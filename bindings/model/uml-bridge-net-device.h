@@ -19,6 +19,7 @@ namespace ns3
  *   device's MAC;
  * - it carries only IP and has no ARP (point-to-point): the bridge answers the guest's ARP
  *   and neighbour solicitations itself and maps Ethernet frames to and from the link.
+ * The guest's frames enter ns-3 under this node's context, as with ns-3's own devices.
  */
 class UmlBridgeNetDevice : public NetDevice
 {

@@ -1,50 +1,43 @@
-// The calendar: ns-3's event queue and the UM time-travel protocol as one schedule.
+// The calendar: ns-3's event list and the UM time-travel protocol as one schedule.
 #ifndef NS3_UML_UML_CALENDAR_H
 #define NS3_UML_UML_CALENDAR_H
 
+#include "client-process.h"
 #include "event-loop.h"
+#include "guest-scheduler.h"
+#include "interrupt-watch.h"
+#include "tt-admission.h"
+#include "tt-connection.h"
 #include "tt-protocol.h"
 #include "tt-shared-memory.h"
+#include "uml-error.h"
+#include "uml-event-list.h"
 
 #include "ns3/event-id.h"
 #include "ns3/nstime.h"
-#include "ns3/object-factory.h"
 #include "ns3/ptr.h"
-#include "ns3/scheduler.h"
-#include "ns3/simulator-impl.h"
 #include "ns3/traced-callback.h"
 
-#include <atomic>
-#include <cstdio>
-#include <list>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace ns3
 {
 
-/**
- * Why a run stopped because of a client (or of the calendar's own set-up).
- * The message names the client; Python turns this into ns3_uml.CalendarError.
- */
-class UmlCalendarError : public std::runtime_error
+/** One client as the calendar saw it: a row of the run's summary. */
+struct UmlClientRecord
 {
-  public:
-    UmlCalendarError(const std::string& kind, bool hasClient, uint64_t clientId,
-                     const std::string& what);
-    const std::string& GetKind() const;
-    bool HasClient() const;
-    uint64_t GetClientId() const;
-
-  private:
-    std::string m_kind;
-    bool m_hasClient;
-    uint64_t m_clientId;
+    uint64_t id;
+    uint16_t slot;          //!< shared-memory slot, 0 = none
+    bool shm;               //!< it shared time through the page
+    uint64_t offsetNs;      //!< calendar time at its START
+    uint64_t runs;          //!< RUNs granted
+    uint64_t lastRunNs;     //!< calendar time of the last one
+    std::string state;      //!< "connected", "starting", "waiting", "running" or "gone"
+    std::string departure;  //!< how it left ("" while there)
+    int pid;                //!< the process behind it, -1 if unknown
 };
 
 /**
@@ -54,14 +47,29 @@ class UmlCalendarError : public std::runtime_error
  * events are one (time, insertion) ordered list. Running a client means: grant it free
  * running up to the next event of anybody, send RUN, and serve the event loop until it
  * yields (WAIT) or leaves. Requests become events only at fixed points (after a client
- * yields, after a device's wait for a guest ends, after admission, in client-id order), so
- * the schedule never depends on host timing and is the same in message and shared-memory
- * mode.
+ * yields, after a device's wait for a guest ends, after admission, in client-id order:
+ * docs/DESIGN.md rule 6), so the schedule never depends on host timing and is the same in
+ * message and shared-memory mode.
+ *
+ * Its collaborators: TtAdmission (the listening socket and admission, rule 7), one
+ * TtConnection per client (the wire), ClientProcesses (rule 9), InterruptWatch (Ctrl-C).
+ * Devices see it as a UmlGuestScheduler.
  */
-class UmlCalendar : public SimulatorImpl
+class UmlCalendar : public UmlEventList, public UmlGuestScheduler
 {
   public:
     static TypeId GetTypeId();
+
+    /** TracedCallback signature of ClientRun: (client id, time). */
+    typedef void (*ClientRunCallback)(uint64_t clientId, Time time);
+    /** TracedCallback signature of ClientDeparted: (client id, how). */
+    typedef void (*ClientDepartedCallback)(uint64_t clientId, std::string how);
+    /** TracedCallback signature of Message: (client id, from client, op, seq, time). */
+    typedef void (*MessageCallback)(uint64_t clientId,
+                                    bool fromClient,
+                                    uint32_t op,
+                                    uint32_t seq,
+                                    uint64_t time);
 
     UmlCalendar();
     ~UmlCalendar() override;
@@ -69,26 +77,13 @@ class UmlCalendar : public SimulatorImpl
     /** The calendar installed as ns-3's SimulatorImpl (throws if another one is). */
     static Ptr<UmlCalendar> Get();
 
+    // Reference counting for both bases: an ns3::Object's.
+    void Ref() const override;
+    void Unref() const override;
+
     // SimulatorImpl
     void Destroy() override;
-    bool IsFinished() const override;
-    void Stop() override;
-    EventId Stop(const Time& delay) override;
-    EventId Schedule(const Time& delay, EventImpl* event) override;
-    void ScheduleWithContext(uint32_t context, const Time& delay, EventImpl* event) override;
-    EventId ScheduleNow(EventImpl* event) override;
-    EventId ScheduleDestroy(EventImpl* event) override;
-    void Remove(const EventId& id) override;
-    void Cancel(const EventId& id) override;
-    bool IsExpired(const EventId& id) const override;
     void Run() override;
-    Time Now() const override;
-    Time GetDelayLeft(const EventId& id) const override;
-    Time GetMaximumSimulationTime() const override;
-    void SetScheduler(ObjectFactory schedulerFactory) override;
-    uint32_t GetSystemId() const override;
-    uint32_t GetContext() const override;
-    uint64_t GetEventCount() const override;
 
     /** Create the listening socket at SocketPath now (Run does it if needed). */
     void Listen();
@@ -99,27 +94,27 @@ class UmlCalendar : public SimulatorImpl
     void AdmitClients(uint32_t n);
     /** The process behind a client: its abnormal death turns a departure into an error. */
     void RegisterProcess(uint64_t clientId, int pid);
-    /** A device lost its guest: if the process behind that client died abnormally, stop
-     * the run with a crash error naming it (a power-off is no error). */
-    void CheckDeparture(uint64_t clientId);
-    /** A descriptor (Python's signal wakeup fd) whose SIGINT/SIGTERM byte stops the run. */
+    /** A descriptor (Python's signal wakeup fd) whose SIGINT/SIGTERM byte stops the run;
+     * -1 for none. */
     void SetInterruptFd(int fd);
+    /** This calendar as the scheduler devices are handed. */
+    Ptr<UmlGuestScheduler> GetGuestScheduler();
 
-    // Device hooks
-    /** Wait for fd (a guest's reply) while serving every time socket (rule 5); then turn
-     * any request made meanwhile into events. Throws a "hang" error on timeout. */
-    void WaitForReply(int fd, uint64_t clientId);
-    bool HasRunningClient() const;
-    uint64_t GetRunningClientId() const;
-    /** Lower the running client's free-until (Schedule does this by itself). */
-    void LowerFreeUntil(Time t);
-    EventLoop& GetEventLoop();
+    // UmlGuestScheduler
+    EventLoop& GetEventLoop() override;
+    void WaitForReply(int fd, uint64_t clientId) override;
+    void ReportDeparture(uint64_t clientId) override;
+    double GetReplyTimeout() const override;
 
     // Results
     uint64_t GetMessageCount(uint32_t op, bool fromClient) const;
     uint64_t GetHandoffCount() const;
-    /** Clients, messages and times as a JSON object. */
-    std::string GetSummaryJson() const;
+    /** Every client that sent START, in id order. */
+    std::vector<UmlClientRecord> GetClientRecords() const;
+    /** Wall-clock seconds spent in Run(). */
+    double GetWallSeconds() const;
+    /** Whether shared-memory scheduling was offered. */
+    bool UsesSharedMemory() const;
     /**
      * The simulated time the schedule has committed to, in ns. Safe to call from another
      * thread while Run() blocks (progress bars).
@@ -127,6 +122,12 @@ class UmlCalendar : public SimulatorImpl
     uint64_t GetProgressNs() const;
     /** Close every client and the listening socket and remove its file. */
     void Shutdown();
+
+  protected:
+    void DoDispose() override;
+    uint64_t CurrentTs() const override;
+    void EventInserted(uint64_t ts) override;
+    void EventStarting() override;
 
   private:
     enum class State
@@ -138,55 +139,48 @@ class UmlCalendar : public SimulatorImpl
         GONE
     };
 
+    /** The calendar's view of one client; its socket is conn. */
     struct Client
     {
-        int fd = -1;
-        uint64_t id = 0;
+        std::unique_ptr<TtConnection> conn;
         uint16_t slot = 0;      // shared-memory slot, 0 = none
         bool shmKnown = false;  // capa is read once, at the first message after START
         bool shm = false;       // the client shares time through the page
         uint64_t offset = 0;    // calendar ns at START
         State state = State::CONNECTED;
-        uint32_t seq = 0;       // our outgoing sequence numbers
-        std::list<uint32_t> pendingAcks;
         tt::ShmClient local{};  // the request record of a message-mode client
         EventId event;
         uint64_t scheduledNs = tt::TIME_NEVER;
-        unsigned char rx[sizeof(tt::Message)];
-        size_t rxLen = 0;
         int pid = -1;
-        bool peerClosed = false; // a send failed: the read side will see it leave
         uint64_t runs = 0;
         uint64_t lastRunNs = 0;
         std::string departure;
+
+        uint64_t Id() const;
     };
 
-    void DoDispose() override;
-    void ProcessOneEvent();
-    void ProcessEventsWithContext();
-    EventId Insert(uint64_t ts, EventImpl* event, uint32_t context);
-
-    uint64_t CurrentTs() const;
     uint64_t CurrentNs() const;
     uint64_t NextEventNs() const;
     tt::ShmClient* Record(Client* c);
     bool UsesShm(Client* c);
     std::string Name(const Client* c) const;
     [[noreturn]] void Fail(const std::string& kind, const Client* c, const std::string& what);
+    Client* Find(uint64_t clientId) const;
 
-    void OnListenReadable();
+    // Clients' messages (uml-calendar-clients.cc)
+    void OnAccepted(int fd);
     bool IsAdmitting() const;
-    void OnInterrupt();
     void OnClientReadable(Client* c);
     void HandleMessage(Client* c, const tt::Message& msg);
     void HandleStart(Client* c, const tt::Message& msg);
+    uint16_t FreeSlot() const;
+    void HandleWait(Client* c, const tt::Message& msg);
+    void HandleUpdate(Client* c, const tt::Message& msg);
+    void HandleBroadcast(Client* c, const tt::Message& msg);
     void Depart(Client* c, bool midMessage);
     void CheckProcess(Client* c);
-    void Write(Client* c, const tt::Message& msg);
-    void Send(Client* c, uint32_t op, uint64_t time, bool expectAck);
-    void Ack(Client* c, uint32_t seq, uint64_t time);
-    void Log(const Client* c, bool fromClient, const tt::Message& msg);
 
+    // The hand-off policy
     void ServeClientsUntilAdmitted(uint32_t target);
     void AcceptLateClients();
     void SyncRequests();
@@ -196,28 +190,6 @@ class UmlCalendar : public SimulatorImpl
     void SetFreeUntil(Client* c, uint64_t ns, bool confirm);
     void LowerFreeUntilNs(uint64_t ns);
     int64_t YieldTimeoutMs() const;
-
-    // The event queue (as DefaultSimulatorImpl keeps it).
-    Ptr<Scheduler> m_events;
-    std::list<EventId> m_destroyEvents;
-    struct EventWithContext
-    {
-        uint32_t context;
-        uint64_t timestamp;
-        EventImpl* event;
-    };
-    std::list<EventWithContext> m_eventsWithContext;
-    bool m_eventsWithContextEmpty;
-    std::mutex m_eventsWithContextMutex;
-    bool m_stop;
-    uint32_t m_uid;
-    uint32_t m_currentUid;
-    // Atomic so that GetProgressNs() may read it from another thread during Run().
-    std::atomic<uint64_t> m_currentTs;
-    uint32_t m_currentContext;
-    uint64_t m_eventCount;
-    int m_unscheduledEvents;
-    std::thread::id m_mainThreadId;
 
     // Attributes
     std::string m_socketPath;
@@ -233,19 +205,16 @@ class UmlCalendar : public SimulatorImpl
     std::unique_ptr<EventLoop> m_loop;
     std::unique_ptr<TtSharedMemory> m_shm;     // version 2, when SharedMemory is on
     std::unique_ptr<TtSharedMemory> m_noShm;   // version 0: "use messages"
-    int m_listenFd;
-    int m_logFd;                               // handed to clients as the log fd
-    int m_interruptFd;
-    FILE* m_log;
+    TtAdmission m_admission;
+    TtMessageLog m_messages;
+    ClientProcesses m_processes;
+    InterruptWatch m_interrupt;
     std::map<uint64_t, std::unique_ptr<Client>> m_clients; // by START id: the fixed order
     std::vector<std::unique_ptr<Client>> m_unnamed;        // accepted, no START yet
-    std::map<uint64_t, int> m_pids;
     Client* m_running;
     uint64_t m_grantedFreeUntil;                // ns, for the running client
     uint32_t m_expected;
-    uint32_t m_admitted;
     uint64_t m_handoffs;
-    uint64_t m_msgCount[2][tt::OP_COUNT + 1];   // [fromClient][op], last = unknown
     double m_wallSeconds;
 
     TracedCallback<uint64_t, Time> m_clientRunTrace;

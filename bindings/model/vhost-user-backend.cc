@@ -1,9 +1,8 @@
 #include "vhost-user-backend.h"
 
-#include "uml-calendar.h"
+#include "uml-error.h"
 #include "unix-socket.h"
 
-#include "ns3/double.h"
 #include "ns3/log.h"
 #include "ns3/string.h"
 #include "ns3/uinteger.h"
@@ -81,20 +80,32 @@ void
 VhostUserBackend::DoDispose()
 {
     Close();
-    m_calendar = nullptr;
+    m_scheduler = nullptr;
     Object::DoDispose();
 }
 
 void
 VhostUserBackend::GuestError(const std::string& what) const
 {
-    char id[24];
-    std::snprintf(id, sizeof(id), "0x%llx", static_cast<unsigned long long>(m_clientId));
-    throw UmlCalendarError("device",
-                           true,
-                           m_clientId,
-                           std::string("client ") + id + ": virtio device " + m_socketPath +
-                               ": " + what);
+    throw UmlError("device",
+                   true,
+                   m_clientId,
+                   "client " + FormatClientId(m_clientId) + ": virtio device " + m_socketPath +
+                       ": " + what);
+}
+
+void
+VhostUserBackend::SetScheduler(Ptr<UmlGuestScheduler> scheduler)
+{
+    NS_LOG_FUNCTION(this);
+    NS_ABORT_MSG_IF(m_listenFd >= 0, "set the scheduler before Listen");
+    m_scheduler = scheduler;
+}
+
+Ptr<UmlGuestScheduler>
+VhostUserBackend::GetScheduler() const
+{
+    return m_scheduler;
 }
 
 void
@@ -104,7 +115,15 @@ VhostUserBackend::Listen()
     {
         return;
     }
-    m_calendar = UmlCalendar::Get();
+    NS_LOG_FUNCTION(this << m_socketPath << m_clientId);
+    if (!m_scheduler)
+    {
+        throw UmlError("setup",
+                       false,
+                       0,
+                       "vhost-user device " + m_socketPath +
+                           ": no scheduler (SetScheduler, or install it with UmlBridgeHelper)");
+    }
     if (m_queues.empty())
     {
         m_queues.resize(GetNumQueues());
@@ -113,10 +132,12 @@ VhostUserBackend::Listen()
     int fd = ListenUnixSocket(m_socketPath, 4, error);
     if (fd < 0)
     {
-        throw UmlCalendarError("setup", false, 0, "vhost-user device: " + error);
+        throw UmlError("setup", false, 0, "vhost-user device: " + error);
     }
     m_listenFd = fd;
-    m_calendar->GetEventLoop().Watch(fd, [this](uint32_t) { OnListenReadable(); }, false);
+    m_scheduler->GetEventLoop().Watch(fd, [this](uint32_t) { OnListenReadable(); }, false);
+    NS_LOG_INFO("guest " << FormatClientId(m_clientId) << ": vhost-user device at "
+                         << m_socketPath);
 }
 
 void
@@ -125,9 +146,9 @@ VhostUserBackend::Close()
     Disconnect();
     if (m_listenFd >= 0)
     {
-        if (m_calendar)
+        if (m_scheduler)
         {
-            m_calendar->GetEventLoop().Unwatch(m_listenFd);
+            m_scheduler->GetEventLoop().Unwatch(m_listenFd);
         }
         close(m_listenFd);
         m_listenFd = -1;
@@ -185,7 +206,8 @@ VhostUserBackend::OnListenReadable()
     }
     SetIoTimeout(fd, IoTimeout());
     m_connFd = fd;
-    m_calendar->GetEventLoop().Watch(fd, [this](uint32_t) { OnConnReadable(); }, false);
+    m_scheduler->GetEventLoop().Watch(fd, [this](uint32_t) { OnConnReadable(); }, false);
+    NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " connected to " << m_socketPath);
 }
 
 void
@@ -193,9 +215,9 @@ VhostUserBackend::Disconnect()
 {
     if (m_connFd >= 0)
     {
-        if (m_calendar)
+        if (m_scheduler)
         {
-            m_calendar->GetEventLoop().Unwatch(m_connFd);
+            m_scheduler->GetEventLoop().Unwatch(m_connFd);
         }
         close(m_connFd);
         m_connFd = -1;
@@ -249,7 +271,7 @@ VhostUserBackend::OnConnReadable()
     ssize_t n = recvmsg(m_connFd, &mh, MSG_CMSG_CLOEXEC);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
     {
-        NS_LOG_INFO("guest " << m_clientId << " closed " << m_socketPath);
+        NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " closed " << m_socketPath);
         Disconnect();
         return;
     }
@@ -323,7 +345,7 @@ VhostUserBackend::Reply(const vhost::Header& req, const void* payload, uint32_t 
     }
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
     {
-        NS_LOG_INFO("guest " << m_clientId << " gone: reply not delivered");
+        NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " gone: reply not delivered");
         return; // the read side sees it leave
     }
     // Blocking here would stop the calendar for good: no other timeout covers it.
@@ -334,10 +356,8 @@ VhostUserBackend::Reply(const vhost::Header& req, const void* payload, uint32_t 
 double
 VhostUserBackend::IoTimeout() const
 {
-    // The calendar's limit for a guest's replies, but a message that starts must finish soon.
-    DoubleValue limit;
-    m_calendar->GetAttribute("YieldTimeout", limit);
-    return std::min(limit.Get(), IO_TIMEOUT_S);
+    // The scheduler's limit for a guest's replies, but a message that starts must finish soon.
+    return std::min(m_scheduler->GetReplyTimeout(), IO_TIMEOUT_S);
 }
 
 void
@@ -375,6 +395,11 @@ VhostUserBackend::Dispatch(const vhost::Header& h, const uint8_t* p, std::vector
         }
         return s;
     };
+    if (h.request != vhost::VRING_KICK) // set-up only: kicks are the per-packet path
+    {
+        NS_LOG_LOGIC("guest " << FormatClientId(m_clientId) << ": request " << h.request
+                              << ", " << h.size << " bytes, " << fds.size() << " fds");
+    }
     try
     {
         switch (h.request)
@@ -570,22 +595,22 @@ VhostUserBackend::CallGuest(uint32_t queue)
     ssize_t sent = send(m_backendFd, &msg, sizeof(msg), MSG_NOSIGNAL);
     if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
     {
-        NS_LOG_INFO("guest " << m_clientId << " gone: call not delivered");
-        m_calendar->CheckDeparture(m_clientId); // a crash is an error, a power-off is not
+        NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " gone: call not delivered");
+        m_scheduler->ReportDeparture(m_clientId); // a crash is an error, a power-off is not
         return;
     }
     if (sent != static_cast<ssize_t>(sizeof(msg)))
     {
         GuestError("does not read its backend channel (VRING_CALL not sent)");
     }
-    m_calendar->WaitForReply(m_backendFd, m_clientId);
+    m_scheduler->WaitForReply(m_backendFd, m_clientId);
     // Header and status back to back: 20 bytes, no padding between them.
     uint8_t buf[sizeof(vhost::Header) + sizeof(uint64_t)];
     ssize_t n = recv(m_backendFd, buf, sizeof(buf), MSG_WAITALL);
     if (n == 0 || (n < 0 && errno == ECONNRESET))
     {
         // Gone meanwhile: powered off, or died (then its owner's verdict stops the run).
-        m_calendar->CheckDeparture(m_clientId);
+        m_scheduler->ReportDeparture(m_clientId);
         return;
     }
     struct

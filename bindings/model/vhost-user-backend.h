@@ -1,12 +1,14 @@
-// A vhost-user back-end for UML's virtio_uml front-end, served from the calendar's loop.
+// A vhost-user back-end for UML's virtio_uml front-end, served from its scheduler's loop.
 #ifndef NS3_UML_VHOST_USER_BACKEND_H
 #define NS3_UML_VHOST_USER_BACKEND_H
 
 #include "guest-memory.h"
+#include "guest-scheduler.h"
 #include "vhost-user-protocol.h"
 #include "virtqueue.h"
 
 #include "ns3/object.h"
+#include "ns3/ptr.h"
 
 #include <cstdint>
 #include <string>
@@ -15,13 +17,13 @@
 namespace ns3
 {
 
-class UmlCalendar;
-
 /**
  * The generic part of a device: the vhost-user socket, feature and protocol negotiation, the
  * memory table, the rings, in-band kicks and calls with REPLY_ACK. A device (virtio-net)
  * derives from it. Anything malformed the guest sends is an error for that guest: the run
- * stops with an exception naming it; nothing is read or written outside its memory.
+ * stops with a UmlError naming it; nothing is read or written outside its memory
+ * (docs/DESIGN.md rule 10). The guest's scheduler (ns3::UmlCalendar) is handed to it with
+ * SetScheduler before Listen.
  */
 class VhostUserBackend : public Object
 {
@@ -30,7 +32,11 @@ class VhostUserBackend : public Object
     VhostUserBackend();
     ~VhostUserBackend() override;
 
-    /** Listen at SocketPath, served by the installed UmlCalendar's event loop. */
+    /** Who schedules the guest: its loop serves the sockets, it waits for the guest's
+     * replies and judges its departures. */
+    void SetScheduler(Ptr<UmlGuestScheduler> scheduler);
+    Ptr<UmlGuestScheduler> GetScheduler() const;
+    /** Listen at SocketPath, served by the scheduler's event loop. */
     void Listen();
     /** Close the connection and the socket (removing its file). */
     void Close();
@@ -52,7 +58,7 @@ class VhostUserBackend : public Object
     const GuestMemory& Memory() const;
     uint64_t GetAcceptedFeatures() const;
     /** Interrupt the guest for a queue (VRING_CALL), waiting for its acknowledgement while
-     * the calendar keeps serving its time socket. */
+     * the scheduler keeps serving its time socket (docs/DESIGN.md rule 5). */
     void CallGuest(uint32_t queue);
     [[noreturn]] void GuestError(const std::string& what) const;
 
@@ -70,7 +76,7 @@ class VhostUserBackend : public Object
     /** Wall-clock seconds a send or a started message may take on the guest's sockets. */
     double IoTimeout() const;
 
-    Ptr<UmlCalendar> m_calendar;
+    Ptr<UmlGuestScheduler> m_scheduler;
     int m_listenFd;
     int m_connFd;
     int m_backendFd;

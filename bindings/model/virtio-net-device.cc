@@ -2,6 +2,7 @@
 
 #include "ns3/log.h"
 #include "ns3/mac48-address.h"
+#include "ns3/make-event.h"
 #include "ns3/simulator.h"
 #include "ns3/trace-source-accessor.h"
 #include "ns3/uinteger.h"
@@ -56,16 +57,18 @@ VirtioNetDevice::GetTypeId()
 }
 
 VirtioNetDevice::VirtioNetDevice()
-    : m_rxQueueLimit(1000)
+    : m_rxQueueLimit(1000),
+      m_context(Simulator::NO_CONTEXT)
 {
 }
 
 void
 VirtioNetDevice::DoDispose()
 {
+    NS_LOG_FUNCTION(this);
     m_transmit = MakeNullCallback<void, Ptr<Packet>>();
-    m_txEvent.Cancel();
-    m_rxEvent.Cancel();
+    Cancel(m_txEvent);
+    Cancel(m_rxEvent);
     VhostUserBackend::DoDispose();
 }
 
@@ -79,6 +82,19 @@ Mac48Address
 VirtioNetDevice::GetMac() const
 {
     return m_mac;
+}
+
+void
+VirtioNetDevice::SetContext(uint32_t context)
+{
+    NS_LOG_FUNCTION(this << context);
+    m_context = context;
+}
+
+uint32_t
+VirtioNetDevice::GetContext() const
+{
+    return m_context;
 }
 
 void
@@ -121,31 +137,59 @@ void
 VirtioNetDevice::OnKick(uint32_t queue)
 {
     // The work happens at the guest's current time, as an event after it yields; scheduling
-    // it lowers the guest's free-until (rule 2) before the kick is answered.
+    // it lowers the guest's free-until (docs/DESIGN.md rule 2) before the kick is answered.
     if (queue == vhost::NET_TX_QUEUE)
     {
-        if (!m_txEvent.IsPending())
-        {
-            m_txEvent = Simulator::ScheduleNow(&VirtioNetDevice::DrainTx, this);
-        }
+        ScheduleNow(m_txEvent, &VirtioNetDevice::DrainTx);
     }
-    else if (!m_rxPending.empty() && !m_rxEvent.IsPending())
+    else if (!m_rxPending.empty())
     {
-        m_rxEvent = Simulator::ScheduleNow(&VirtioNetDevice::FlushRx, this);
+        ScheduleNow(m_rxEvent, &VirtioNetDevice::RxEvent);
+    }
+}
+
+void
+VirtioNetDevice::ScheduleNow(Ptr<EventImpl>& pending, void (VirtioNetDevice::*fn)())
+{
+    if (IsPending(pending))
+    {
+        return;
+    }
+    // One event, inserted as ScheduleNow would: the order of events is the same, only the
+    // context differs (the node's, for whatever the frames cause in ns-3).
+    pending = MakeEvent(fn, this);
+    Simulator::ScheduleWithContext(m_context, Time(0), PeekPointer(pending));
+}
+
+bool
+VirtioNetDevice::IsPending(const Ptr<EventImpl>& event)
+{
+    return event && !event->IsCancelled();
+}
+
+void
+VirtioNetDevice::Cancel(Ptr<EventImpl>& event)
+{
+    if (event)
+    {
+        event->Cancel();
+        event = nullptr;
     }
 }
 
 void
 VirtioNetDevice::OnDisconnect()
 {
+    NS_LOG_FUNCTION(this << m_rxPending.size());
     m_rxPending.clear();
-    m_txEvent.Cancel();
-    m_rxEvent.Cancel();
+    Cancel(m_txEvent);
+    Cancel(m_rxEvent);
 }
 
 void
 VirtioNetDevice::DrainTx()
 {
+    m_txEvent = nullptr; // running: a kick from now on needs another drain
     Virtqueue& q = Queue(vhost::NET_TX_QUEUE);
     Virtqueue::Chain chain;
     bool used = false;
@@ -248,6 +292,13 @@ VirtioNetDevice::WriteRx(const std::vector<uint8_t>& frame)
     q.Push(chain.head, static_cast<uint32_t>(need));
     m_rxTrace(Create<Packet>(frame.data(), frame.size()));
     return true;
+}
+
+void
+VirtioNetDevice::RxEvent()
+{
+    m_rxEvent = nullptr; // running: a kick from now on needs another flush
+    FlushRx();
 }
 
 void

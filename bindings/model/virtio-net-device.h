@@ -5,7 +5,7 @@
 #include "vhost-user-backend.h"
 
 #include "ns3/callback.h"
-#include "ns3/event-id.h"
+#include "ns3/event-impl.h"
 #include "ns3/mac48-address.h"
 #include "ns3/packet.h"
 #include "ns3/traced-callback.h"
@@ -32,6 +32,10 @@ class VirtioNetDevice : public VhostUserBackend
     void SetTransmitCallback(Callback<void, Ptr<Packet>> cb);
     /** Give the guest an Ethernet frame (without FCS). */
     void DeliverToGuest(Ptr<const Packet> frame);
+    /** The node (its id: the ns-3 context) under which the guest's frames enter ns-3, as
+     * with ns-3's own devices (the bridge sets it). */
+    void SetContext(uint32_t context);
+    uint32_t GetContext() const;
 
   protected:
     uint64_t GetDeviceFeatures() const override;
@@ -44,14 +48,21 @@ class VirtioNetDevice : public VhostUserBackend
   private:
     void DrainTx();
     void FlushRx();
+    void RxEvent();
     bool WriteRx(const std::vector<uint8_t>& frame);
+    /** Schedule fn now under the node's context unless pending is (then nothing). */
+    void ScheduleNow(Ptr<EventImpl>& pending, void (VirtioNetDevice::*fn)());
+    static bool IsPending(const Ptr<EventImpl>& event);
+    static void Cancel(Ptr<EventImpl>& event);
 
     Mac48Address m_mac;
     uint32_t m_rxQueueLimit;
     Callback<void, Ptr<Packet>> m_transmit;
     std::deque<std::vector<uint8_t>> m_rxPending;
-    EventId m_txEvent;
-    EventId m_rxEvent;
+    uint32_t m_context;
+    // ScheduleWithContext gives no EventId: keep the events themselves, to cancel them.
+    Ptr<EventImpl> m_txEvent;
+    Ptr<EventImpl> m_rxEvent;
     TracedCallback<Ptr<const Packet>> m_txTrace;
     TracedCallback<Ptr<const Packet>> m_rxTrace;
     TracedCallback<Ptr<const Packet>> m_dropTrace;

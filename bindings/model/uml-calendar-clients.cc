@@ -1,0 +1,312 @@
+// UmlCalendar, its second half: what each client message means (one handler per request)
+// and how a client leaves. The event list, the hand-off policy and the results are in
+// uml-calendar.cc.
+#include "uml-calendar.h"
+
+#include "ns3/log.h"
+
+#include <algorithm>
+
+namespace ns3
+{
+
+NS_LOG_COMPONENT_DEFINE("UmlCalendarClients");
+
+// ---------------------------------------------------------------- clients' messages
+
+bool
+UmlCalendar::IsAdmitting() const
+{
+    if (!m_unnamed.empty())
+    {
+        return true;
+    }
+    for (const auto& [id, c] : m_clients)
+    {
+        if (c->state == State::STARTING)
+        {
+            return true;
+        }
+    }
+    return false;
+}
+
+void
+UmlCalendar::OnAccepted(int fd)
+{
+    auto c = std::make_unique<Client>();
+    Client* raw = c.get();
+    c->conn = std::make_unique<TtConnection>(
+        fd,
+        m_messages,
+        [this, raw](const std::string& kind, const std::string& what) { Fail(kind, raw, what); });
+    m_unnamed.push_back(std::move(c));
+    m_loop->Watch(fd, [this, raw](uint32_t) { OnClientReadable(raw); }, true);
+}
+
+void
+UmlCalendar::OnClientReadable(Client* c)
+{
+    tt::Message msg;
+    switch (c->conn->Receive(msg))
+    {
+    case TtConnection::Read::NOTHING:
+        return;
+    case TtConnection::Read::CLOSED:
+        Depart(c, false);
+        return;
+    case TtConnection::Read::CLOSED_MID_MESSAGE:
+        Depart(c, true);
+        return;
+    case TtConnection::Read::MESSAGE:
+        HandleMessage(c, msg);
+        return;
+    }
+}
+
+uint16_t
+UmlCalendar::FreeSlot() const
+{
+    std::vector<bool> used(m_shm->GetMaxClients() + 1, false);
+    for (auto& [cid, other] : m_clients)
+    {
+        if (other->state != State::GONE && other->slot)
+        {
+            used[other->slot] = true;
+        }
+    }
+    for (uint16_t s = 1; s <= m_shm->GetMaxClients(); ++s)
+    {
+        if (!used[s])
+        {
+            return s;
+        }
+    }
+    return 0;
+}
+
+void
+UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
+{
+    uint64_t id = msg.time;
+    Client* existing = Find(id);
+    if (existing && existing->state != State::GONE)
+    {
+        Fail("protocol",
+             nullptr,
+             "two clients sent START with id " + FormatClientId(id) +
+                 ": give each client its own id (time-travel=ext:ID:PATH) so the order "
+                 "of simultaneous events is fixed");
+    }
+    // Move the client from the unnamed list into the id-ordered map.
+    std::unique_ptr<Client> owned;
+    for (auto it = m_unnamed.begin(); it != m_unnamed.end(); ++it)
+    {
+        if (it->get() == c)
+        {
+            owned = std::move(*it);
+            m_unnamed.erase(it);
+            break;
+        }
+    }
+    c->conn->SetId(id);
+    c->state = State::STARTING;
+    c->offset = CurrentNs();
+    c->pid = m_processes.GetPid(id);
+    m_clients[id] = std::move(owned);
+    c->conn->LogReceived(msg);
+
+    int memfd = m_noShm->GetFd();
+    uint64_t ackTime = 0;
+    if (m_shm)
+    {
+        c->slot = FreeSlot();
+        if (c->slot)
+        {
+            m_shm->ResetClient(c->slot, id);
+            memfd = m_shm->GetFd();
+            ackTime = c->slot;
+            m_shm->SetCurrentTime(CurrentNs());
+        }
+    }
+    NS_LOG_INFO(Name(c) << " started at " << c->offset << " ns, slot " << c->slot);
+    c->conn->ReplyStart(msg.seq, ackTime, memfd, m_messages.GetFd());
+}
+
+void
+UmlCalendar::HandleMessage(Client* c, const tt::Message& msg)
+{
+    if (c->state == State::CONNECTED)
+    {
+        if (msg.op != tt::OP_START)
+        {
+            Fail("protocol",
+                 c,
+                 std::string("sent ") + tt::OpName(msg.op) + " (op " + std::to_string(msg.op) +
+                     ") before START");
+        }
+        HandleStart(c, msg);
+        return;
+    }
+    TtConnection& conn = *c->conn;
+    conn.LogReceived(msg);
+    UsesShm(c);
+    switch (msg.op)
+    {
+    case tt::OP_ACK:
+        conn.TakeAck(msg.seq);
+        return;
+    case tt::OP_START:
+        Fail("protocol", c, "sent START twice");
+    case tt::OP_REQUEST: {
+        tt::ShmClient* rec = Record(c);
+        ShmStore(&rec->req_time, msg.time + c->offset);
+        ShmStore(&rec->flags, ShmLoad(&rec->flags) | tt::FLAG_REQ_RUN);
+        conn.Ack(msg.seq, 0);
+        return;
+    }
+    case tt::OP_WAIT:
+        HandleWait(c, msg);
+        return;
+    case tt::OP_GET:
+        conn.Ack(msg.seq, CurrentNs() - std::min(c->offset, CurrentNs()));
+        return;
+    case tt::OP_UPDATE:
+        HandleUpdate(c, msg);
+        return;
+    case tt::OP_GET_TOD:
+        conn.Ack(msg.seq, m_todEpoch + CurrentNs());
+        return;
+    case tt::OP_BROADCAST:
+        HandleBroadcast(c, msg);
+        return;
+    case tt::OP_RUN:
+    case tt::OP_FREE_UNTIL:
+        Fail("protocol",
+             c,
+             std::string("sent ") + tt::OpName(msg.op) + ", which only the calendar may send");
+    default:
+        Fail("protocol", c, "sent unknown op " + std::to_string(msg.op));
+    }
+}
+
+void
+UmlCalendar::HandleWait(Client* c, const tt::Message& msg)
+{
+    if (c->state == State::WAITING)
+    {
+        Fail("protocol", c, "sent WAIT while already waiting");
+    }
+    if (c->state == State::STARTING)
+    {
+        m_admission.NoteAdmitted();
+    }
+    c->state = State::WAITING;
+    if (!c->shm)
+    {
+        c->conn->Ack(msg.seq, 0);
+    }
+}
+
+void
+UmlCalendar::HandleUpdate(Client* c, const tt::Message& msg)
+{
+    if (c->state != State::RUNNING)
+    {
+        if (c->state == State::STARTING && msg.time + c->offset == CurrentNs())
+        {
+            c->conn->Ack(msg.seq, 0);
+            return;
+        }
+        Fail("protocol", c, "sent UPDATE while not running");
+    }
+    uint64_t t = msg.time + c->offset;
+    if (t < CurrentNs())
+    {
+        Fail("protocol",
+             c,
+             "UPDATE moves time backwards (" + std::to_string(t) + " < " +
+                 std::to_string(CurrentNs()) + " ns)");
+    }
+    if (t > m_grantedFreeUntil)
+    {
+        Fail("protocol",
+             c,
+             "ran to " + std::to_string(t) + " ns, past its free-until " +
+                 std::to_string(m_grantedFreeUntil) + " ns");
+    }
+    SetCommittedTs(NsToTs(t));
+    c->conn->Ack(msg.seq, 0);
+}
+
+void
+UmlCalendar::HandleBroadcast(Client* c, const tt::Message& msg)
+{
+    for (auto& [id, other] : m_clients)
+    {
+        if (other.get() != c && other->state != State::GONE &&
+            other->state != State::CONNECTED)
+        {
+            other->conn->Send(tt::OP_BROADCAST, msg.time, true);
+        }
+    }
+    c->conn->Ack(msg.seq, 0);
+}
+
+void
+UmlCalendar::CheckProcess(Client* c)
+{
+    std::string how = ClientProcesses::AbnormalEnd(c->pid);
+    if (!how.empty())
+    {
+        c->departure = how;
+        Fail("crash", c, "died: " + how);
+    }
+}
+
+void
+UmlCalendar::Depart(Client* c, bool midMessage)
+{
+    if (c->state == State::GONE)
+    {
+        return;
+    }
+    m_loop->Unwatch(c->conn->GetFd());
+    c->conn->Close();
+    State was = c->state;
+    c->state = State::GONE;
+    if (was == State::CONNECTED)
+    {
+        if (midMessage)
+        {
+            Fail("protocol", c, "disconnected in the middle of its START message");
+        }
+        return;
+    }
+    if (c->event.GetUid() != EventId::UID::INVALID)
+    {
+        Remove(c->event);
+        c->event = EventId();
+        c->scheduledNs = tt::TIME_NEVER;
+    }
+    if (c->slot && m_shm)
+    {
+        m_shm->ResetClient(c->slot, 0);
+    }
+    if (was == State::STARTING)
+    {
+        m_admission.NoteAdmitted(); // it will never yield: do not wait for it
+    }
+    c->departure = was == State::RUNNING    ? "left while running"
+                   : was == State::STARTING ? "left before its first WAIT"
+                                            : "left while waiting";
+    NS_LOG_INFO(Name(c) << " " << c->departure);
+    if (midMessage)
+    {
+        Fail("protocol", c, "disconnected in the middle of a message");
+    }
+    CheckProcess(c);
+    m_clientDepartedTrace(c->Id(), c->departure);
+}
+
+} // namespace ns3
