@@ -16,8 +16,9 @@ from ns3_uml.lock import exclusive
 
 
 def _held_by_another_process(lock: Path, seconds: float) -> subprocess.Popen:
-    # Its own process group: _release kills flock and its sleep together.
-    holder = subprocess.Popen(["flock", str(lock), "sleep", str(seconds)],
+    # Its own process group: _release kills flock and its sleep together. -o: only flock
+    # itself holds the lock (not its sleep), so the lock is free once flock is reaped.
+    holder = subprocess.Popen(["flock", "-o", str(lock), "sleep", str(seconds)],
                               start_new_session=True)
     deadline = time.monotonic() + 5
     while subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0:
