@@ -16,11 +16,14 @@ module          plays (Linux 6.12)                           calendar side (C++)
                 it: :class:`ShmPage`
 ``client``      time.c function by function (the table is    ``UmlCalendar``
                 there): :class:`TTClient`
+``hostile``     a client breaking the protocol on purpose:   (rule 10 checks)
+                :class:`HostileTTClient`
 ``script``      JSON steps on a client: :func:`run_script`
 ``__main__``    the command line
 ==============  ===========================================  =====================
 
-``TTClient`` builds on ``TTConnection``; ``errors`` holds what they raise.
+The classes build on each other (``TTConnection`` <- ``TTClient`` <-
+``HostileTTClient``); ``errors`` holds what they raise.
 
 Command line: ``python -m ns3_uml.testing.tt_client --socket PATH --id N
 [--no-shm] [--script JSON|@file] [--out FILE] [--irq-socket PATH] [--offset NS]
@@ -38,7 +41,8 @@ while the client is running after START:
   ``{"op": "raw", "hex": "0100"}``, ``{"op": "short_and_close", "bytes": 8}``,
   ``{"op": "unknown_op", "value": 127, "wait_ack": true}``,
   ``{"op": "send_as_calendar", "msg": "RUN"|"FREE_UNTIL", "time": T}``,
-  ``{"op": "wrong_seq_ack", "delta": 1}`` (the next ACK we write is wrong)
+  ``{"op": "wrong_seq_ack", "delta": 1}`` (the next ACK we write is wrong);
+  a script with any of these runs on a :class:`HostileTTClient`
 
 At the end the client departs like a poweroff and writes the JSON of
 :meth:`TTClient.result` plus ``status``.  Exit status: 0 ok, 2 protocol
@@ -51,10 +55,12 @@ from __future__ import annotations
 from ns3_uml.testing.tt_client.client import TTClient, TTEvent
 from ns3_uml.testing.tt_client.connection import TTConnection
 from ns3_uml.testing.tt_client.errors import TTLinkBroken, TTPanic, TTTimeout
+from ns3_uml.testing.tt_client.hostile import HostileTTClient
 from ns3_uml.testing.tt_client.script import run_script
 from ns3_uml.testing.tt_client.shm import ShmPage
 
 __all__ = [
+    "HostileTTClient",
     "ShmPage",
     "TTClient",
     "TTConnection",

@@ -39,13 +39,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time as _wall
 from typing import Any, Callable
 
 from ns3_uml.protocol import (
     CAP_TIME_SHARE,
     FLAG_REQ_RUN,
-    MSG,
     TIME_NEVER,
     TIMER_MULTIPLIER,
     Op,
@@ -146,7 +144,6 @@ class TTClient(TTConnection):
         self.tods: list[int] = []
         self.timers_fired = 0
         self.irqs_handled = 0
-        self._wrong_ack_delta = 0
         self._warned_unknown = False
 
     # ------------------------------------------------------------------
@@ -261,9 +258,6 @@ class TTClient(TTConnection):
         return op, seq, time
 
     def _ack(self, seq: int) -> None:
-        if self._wrong_ack_delta:
-            seq = (seq + self._wrong_ack_delta) & U32_MASK
-            self._wrong_ack_delta = 0
         self._write_msg(Op.ACK, seq, 0)
 
     def ext_req(self, op: int, time: int) -> int:
@@ -551,47 +545,6 @@ class TTClient(TTConnection):
             self._sock.close()
         if self.shm is not None:
             self.shm.close()
-
-    # ------------------------------------------------------------------
-    # deliberate protocol violations, for error tests
-    # ------------------------------------------------------------------
-    def send_raw(self, data: bytes) -> None:
-        """Write arbitrary bytes on the time socket."""
-        self._require_sock().sendall(data)
-        self.sent["RAW"] = self.sent.get("RAW", 0) + 1
-
-    def send_short_and_close(self, nbytes: int = 8) -> None:
-        """Send the first ``nbytes`` of a REQUEST, then close the socket."""
-        self.seq = (self.seq + 1) & U32_MASK
-        data = MSG.pack(Op.REQUEST, self.seq, self.time)[:nbytes]
-        self.send_raw(data)
-        self.close()
-
-    def send_unknown_op(self, op: int = 0x7F, time: int = 0,
-                        wait_ack: bool = True) -> int | None:
-        """Send a message with an op the protocol does not define."""
-        if wait_ack:
-            return self.ext_req(op, time)
-        self.seq = (self.seq + 1) & U32_MASK
-        self._write_msg(op, self.seq, time)
-        return None
-
-    def send_as_calendar(self, op: int = Op.RUN, time: int | None = None) -> None:
-        """Send RUN or FREE_UNTIL (calendar-only ops) without waiting for anything."""
-        self.seq = (self.seq + 1) & U32_MASK
-        self._write_msg(op, self.seq, self.time if time is None else time)
-
-    def ack_next_with_wrong_seq(self, delta: int = 1) -> None:
-        """Make the next ACK this client writes carry seq + ``delta``."""
-        self._wrong_ack_delta = delta or 1
-
-    def hang(self, seconds: float | None = None) -> None:
-        """Stop talking (and reading) while running; forever if ``seconds`` is None."""
-        self._record("hang", seconds=seconds)
-        if seconds is None:
-            while True:
-                _wall.sleep(3600)
-        _wall.sleep(seconds)
 
     # ------------------------------------------------------------------
     # results
