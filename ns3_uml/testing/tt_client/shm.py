@@ -49,8 +49,38 @@ class ShmRefused(Exception):
         self.length = length
 
 
+class _Field:
+    """One integer of the page: in the header, or (``own``) in our client entry."""
+
+    def __init__(self, fmt: struct.Struct, off: int, own: bool = False) -> None:
+        self.fmt = fmt
+        self.off = off
+        self.own = own
+
+    def _offset(self, page: ShmPage) -> int:
+        return page._client + self.off if self.own else self.off
+
+    def __get__(self, page: ShmPage, owner: type | None = None) -> int:
+        return page._get(self.fmt, self._offset(page))
+
+    def __set__(self, page: ShmPage, value: int) -> None:
+        page._put(self.fmt, self._offset(page), value)
+
+
 class ShmPage:
-    """One client's view of the page: the header and its own client entry (``slot``)."""
+    """One client's view of the page: the header and its own client entry (``slot``).
+
+    The fields are read and written in place, like UML's pointers into the mapping.
+    """
+
+    # the header
+    current_time = _Field(_U64, SHM_OFF_CURRENT_TIME)
+    free_until = _Field(_U64, SHM_OFF_FREE_UNTIL)
+    running_id = _Field(_U16, SHM_OFF_RUNNING_ID)
+    # our own client entry
+    capa = _Field(_U32, SHM_CLIENT_OFF_CAPA, own=True)
+    flags = _Field(_U32, SHM_CLIENT_OFF_FLAGS, own=True)
+    req_time = _Field(_U64, SHM_CLIENT_OFF_REQ_TIME, own=True)
 
     def __init__(self, mm: mmap.mmap, slot: int) -> None:
         self._mm = mm
@@ -99,52 +129,6 @@ class ShmPage:
         except struct.error as exc:
             raise TTPanic(f"shared memory access out of range at {off}") from exc
 
-    # --- the header -----------------------------------------------------------
-    @property
-    def current_time(self) -> int:
-        return self._get(_U64, SHM_OFF_CURRENT_TIME)
-
-    @current_time.setter
-    def current_time(self, value: int) -> None:
-        self._put(_U64, SHM_OFF_CURRENT_TIME, value)
-
-    @property
-    def free_until(self) -> int:
-        return self._get(_U64, SHM_OFF_FREE_UNTIL)
-
-    @free_until.setter
-    def free_until(self, value: int) -> None:
-        self._put(_U64, SHM_OFF_FREE_UNTIL, value)
-
-    @property
-    def running_id(self) -> int:
-        return self._get(_U16, SHM_OFF_RUNNING_ID)
-
-    # --- client entries -------------------------------------------------------
     def capa_of(self, slot: int) -> int:
         """The ``capa`` of any client's entry (e.g. the running one's)."""
         return self._get(_U32, client_offset(slot) + SHM_CLIENT_OFF_CAPA)
-
-    @property
-    def capa(self) -> int:
-        return self._get(_U32, self._client + SHM_CLIENT_OFF_CAPA)
-
-    @capa.setter
-    def capa(self, value: int) -> None:
-        self._put(_U32, self._client + SHM_CLIENT_OFF_CAPA, value)
-
-    @property
-    def flags(self) -> int:
-        return self._get(_U32, self._client + SHM_CLIENT_OFF_FLAGS)
-
-    @flags.setter
-    def flags(self, value: int) -> None:
-        self._put(_U32, self._client + SHM_CLIENT_OFF_FLAGS, value)
-
-    @property
-    def req_time(self) -> int:
-        return self._get(_U64, self._client + SHM_CLIENT_OFF_REQ_TIME)
-
-    @req_time.setter
-    def req_time(self, value: int) -> None:
-        self._put(_U64, self._client + SHM_CLIENT_OFF_REQ_TIME, value)
