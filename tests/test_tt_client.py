@@ -37,7 +37,7 @@ from ns3_uml.protocol import (  # noqa: E402
     client_offset,
     shm_size,
 )
-from ns3_uml.testing import TTClient, TTPanic, run_script  # noqa: E402
+from ns3_uml.testing import HostileTTClient, TTClient, TTPanic, run_script  # noqa: E402
 
 TIMEOUT = 5.0
 MINUS_ONE = (1 << 64) - 1
@@ -143,9 +143,9 @@ def pair():
     cal_sock, cli_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     made: list[TTClient] = []
 
-    def factory(**kw: Any) -> tuple[Peer, TTClient]:
-        client = TTClient(sock=cli_sock, client_id=kw.pop("client_id", 7),
-                          timeout=TIMEOUT, **kw)
+    def factory(cls: type[TTClient] = TTClient, **kw: Any) -> tuple[Peer, TTClient]:
+        client = cls(sock=cli_sock, client_id=kw.pop("client_id", 7),
+                     timeout=TIMEOUT, **kw)
         made.append(client)
         return Peer(cal_sock), client
 
@@ -395,7 +395,7 @@ def test_exit_running_closes_without_wait(pair):
 
 
 def test_robustness_helpers(pair):
-    peer, client = pair()
+    peer, client = pair(HostileTTClient)
     do_start(peer, client)
     client.send_raw(bytes.fromhex("0100"))
     assert peer.sock.recv(16) == b"\x01\x00"
@@ -412,6 +412,14 @@ def test_robustness_helpers(pair):
     client.send_short_and_close(5)
     assert len(peer.sock.recv(16)) == 5
     assert peer.sock.recv(16) == b""
+
+
+def test_hostile_steps_need_a_hostile_client(pair):
+    peer, client = pair()
+    do_start(peer, client)
+    with pytest.raises(ValueError, match="needs a HostileTTClient"):
+        run_script(client, [{"op": "raw", "hex": "0100"}])
+    assert peer.silent(0.1)
 
 
 # ----------------------------------------------------------------------

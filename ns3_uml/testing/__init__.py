@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ns3_uml.testing.tt_client import (
+        HostileTTClient,
         TTClient,
         TTEvent,
         TTLinkBroken,
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 
 _MODULE_OF = {
     **dict.fromkeys(
-        ["TTClient", "TTEvent", "TTLinkBroken", "TTPanic", "TTTimeout", "run_script"],
+        ["TTClient", "HostileTTClient", "TTEvent", "TTLinkBroken", "TTPanic", "TTTimeout",
+         "run_script"],
         "tt_client",
     ),
     **dict.fromkeys(

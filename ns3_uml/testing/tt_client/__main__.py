@@ -6,14 +6,11 @@ import argparse
 import json
 import sys
 
-from ns3_uml.testing.tt_client.client import (
-    DEFAULT_ID,
-    U64_MASK,
-    TTClient,
-    TTPanic,
-    TTTimeout,
-)
-from ns3_uml.testing.tt_client.script import load_script, run_script
+from ns3_uml.testing.tt_client.client import DEFAULT_ID, TTClient
+from ns3_uml.testing.tt_client.connection import U64_MASK
+from ns3_uml.testing.tt_client.errors import TTPanic, TTTimeout
+from ns3_uml.testing.tt_client.hostile import HostileTTClient
+from ns3_uml.testing.tt_client.script import load_script, needs_hostile, run_script
 
 __all__ = ["main"]
 
@@ -57,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tt_client: bad arguments: {exc}", file=sys.stderr)
         return 1
 
-    client = TTClient(args.socket, client_id, use_shm=not args.no_shm,
-                      irq=args.irq_socket, tod_start=args.tod_start,
-                      offset=args.offset, timeout=args.timeout)
+    # a well-behaved script gets a plain client, so that it cannot break the protocol
+    cls = HostileTTClient if needs_hostile(steps) else TTClient
+    client = cls(args.socket, client_id, use_shm=not args.no_shm,
+                 irq=args.irq_socket, tod_start=args.tod_start,
+                 offset=args.offset, timeout=args.timeout)
     status, error = 0, None
     try:
         client.start()

@@ -7,8 +7,9 @@ way ``arch/um/kernel/time.c`` of Linux 6.12 does, function by function:
 time.c                         here
 =============================  ===========================================
 time_travel_set_time           ``_set_time``
-time_travel_setup_shm          ``_setup_shm``
-time_travel_handle_message     ``_handle_message``
+time_travel_setup_shm          ``_setup_shm`` (the page: ``shm.ShmPage``)
+time_travel_handle_message     ``_handle_message`` (its read part:
+                               ``connection.TTConnection._read_msg``)
 time_travel_ext_req            ``ext_req``
 time_travel_ext_update_request ``ext_update_request``
 __time_travel_propagate_time   ``propagate_time``
@@ -28,88 +29,45 @@ timer_read                     ``read_clock``
 bc_store                       ``broadcast``
 =============================  ===========================================
 
-A vhost-user device interrupt is modelled by an "irq" stream socket: every
-byte that arrives on it is one interrupt message, handled like
-``vu_req_read_message`` does (``time_travel_add_irq_event``, then one reply
-byte).  Interrupts are taken where UML takes SIGIO time-travel handlers: while
-waiting for RUN, and at interrupt points while running, never inside an ACK
-wait (UML blocks signals hard there and runs the handlers right after).
-
-Everything UML would ``panic()`` or ``BUG_ON()`` on raises :class:`TTPanic`.
+The sockets (the time socket and the "irq" interrupt line) are
+:class:`~ns3_uml.testing.tt_client.connection.TTConnection`'s, which this class
+extends.  Everything UML would ``panic()`` or ``BUG_ON()`` on raises
+:class:`TTPanic`.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
-import select
 import socket
-import struct
-import time as _wall
 from typing import Any, Callable
 
 from ns3_uml.protocol import (
     CAP_TIME_SHARE,
     FLAG_REQ_RUN,
-    MAX_FDS,
-    MSG,
-    MSG_SIZE,
-    SHM_CLIENT_OFF_CAPA,
-    SHM_CLIENT_OFF_FLAGS,
-    SHM_CLIENT_OFF_REQ_TIME,
-    SHM_HEADER_SIZE,
-    SHM_OFF_CURRENT_TIME,
-    SHM_OFF_FREE_UNTIL,
-    SHM_OFF_LEN,
-    SHM_OFF_RUNNING_ID,
-    SHM_OFF_VERSION,
-    SHM_VERSION,
-    START_ACK_ID_MASK,
     TIME_NEVER,
     TIMER_MULTIPLIER,
     Op,
-    client_offset,
 )
+from ns3_uml.testing.tt_client.connection import (
+    TIME_MINUS_ONE,
+    TTMH_IDLE,
+    TTMH_POLL,
+    TTMH_READ,
+    TTMH_READ_START_ACK,
+    U32_MASK,
+    U64_MASK,
+    TTConnection,
+)
+from ns3_uml.testing.tt_client.errors import TTLinkBroken, TTPanic, TTTimeout
+from ns3_uml.testing.tt_client.shm import ShmMapFailed, ShmPage, ShmRefused
 
 __all__ = ["DEFAULT_ID", "TTClient", "TTEvent", "TTLinkBroken", "TTPanic", "TTTimeout"]
 
 
-U32_MASK = 0xFFFF_FFFF
-U64_MASK = (1 << 64) - 1
-#: UML passes -1 as the time of WAIT/GET/GET_TOD; on the wire that is all ones.
-TIME_MINUS_ONE = U64_MASK
 #: UML's default START id when none is given on the command line (~0ULL).
 DEFAULT_ID = U64_MASK
 #: S64_MAX: what time_travel_sleep() asks for when nothing is pending.
 S64_MAX = TIME_NEVER
-
-_U16 = struct.Struct("=H")
-_U32 = struct.Struct("=I")
-_U64 = struct.Struct("=Q")
-
-# time_travel_message_handling
-TTMH_IDLE = 0
-TTMH_POLL = 1
-TTMH_READ = 2
-TTMH_READ_START_ACK = 3
-
-_OP_NAMES = {int(op): op.name for op in Op}
-
-
-def _op_name(op: int) -> str:
-    return _OP_NAMES.get(op, f"OP_{op}")
-
-
-class TTPanic(RuntimeError):
-    """A condition on which UML 6.12 panics or hits a BUG_ON."""
-
-
-class TTLinkBroken(TTPanic):
-    """The calendar closed the time socket ("external link is broken")."""
-
-
-class TTTimeout(TimeoutError):
-    """Our own guard (UML would block forever): nothing arrived in time."""
 
 
 class TTEvent:
@@ -130,14 +88,15 @@ class TTEvent:
         return f"TTEvent({self.name!r}, time={self.time}, {state})"
 
 
-class TTClient:
+
+class TTClient(TTConnection):
     """One time-travel client, behaving like a UML 6.12 guest's time.c.
 
     ``socket_path`` is the calendar's listening socket (or pass a connected
     ``sock``).  ``client_id`` is the START id (UML default ``~0``).
     ``use_shm=False`` makes the client refuse shared memory (it still receives
     and closes the fds, as UML always does).  ``irq`` is a connected stream
-    socket or a path to connect to after START; each byte on it is one device
+    socket or a path to connect to before START; each byte on it is one device
     interrupt.  ``tod_start`` mirrors UML's ``time-travel-start=`` (no GET_TOD
     then).  ``offset`` is the calendar time at START if the caller knows it
     (message mode cannot learn it; shm mode uses the page's value).
@@ -152,15 +111,9 @@ class TTClient:
                  tod_start: int | None = None,
                  offset: int | None = None,
                  timeout: float | None = None) -> None:
-        if socket_path is None and sock is None:
-            raise ValueError("need socket_path or sock")
-        self.socket_path = socket_path
+        super().__init__(socket_path, sock=sock, irq=irq, use_shm=use_shm,
+                         timeout=timeout)
         self.client_id = client_id & U64_MASK
-        self.use_shm = use_shm
-        self.timeout = timeout
-        self._sock = sock
-        self._irq_spec = irq
-        self._irq: socket.socket | None = None
 
         # --- state of time.c -------------------------------------------
         self.time = 0                       # time_travel_time (local ns)
@@ -176,35 +129,22 @@ class TTClient:
         self._last_propagated = 0           # static in propagate_time
         self._tod_start_set = tod_start is not None
         self._tod_start = (tod_start or 0) & U64_MASK
-        self.shm: mmap.mmap | None = None
+        self.shm: ShmPage | None = None     # time_travel_shm
         self.shm_id = 0                     # time_travel_shm_id
-        self._shm_client = 0                # byte offset of own entry
         self.events: list[TTEvent] = []     # time_travel_events
         self.timer_event = TTEvent("timer", self._timer_fired)
         self.irq_event = TTEvent("irq", self._irq_fired)
-        self._signals_blocked = 0           # block_signals_hard depth
-        self._in_irq = False
 
         # --- bookkeeping (not in UML) -----------------------------------
-        self.slot: int | None = None        # START ACK time & 0xffff
-        self.start_fds: int | None = None   # fds that came with START ACK
         self._known_offset = offset
         self.started = False
-        self.closed = False
-        self.sent: dict[str, int] = {}
-        self.received: dict[str, int] = {}
-        self.log: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
         self.irqs: list[dict[str, Any]] = []
         self.broadcasts: list[dict[str, Any]] = []
         self.tods: list[int] = []
-        self.warnings: list[str] = []
         self.timers_fired = 0
         self.irqs_handled = 0
-        self._wrong_ack_delta = 0
         self._warned_unknown = False
-        self._poll_time: select.poll | None = None
-        self._poll_both: select.poll | None = None
 
     # ------------------------------------------------------------------
     # helpers
@@ -232,7 +172,8 @@ class TTClient:
             return None
         if self._free_until_ptr == "own":
             return self._own_free_until
-        return self._shm_get(_U64, SHM_OFF_FREE_UNTIL)
+        assert self.shm is not None
+        return self.shm.free_until
 
     def first_event(self) -> TTEvent | None:
         """time_travel_first_event()."""
@@ -241,146 +182,13 @@ class TTClient:
     def _record(self, event: str, local: int | None = None,
                 **extra: Any) -> dict[str, Any]:
         local = self.time if local is None else local
-        entry = {"event": event, "local": local,
-                 "calendar": self.calendar_time(local)}
-        entry.update(extra)
-        self.log.append(entry)
-        return entry
-
-    def _count(self, table: dict[str, int], op: int) -> None:
-        name = _op_name(op)
-        table[name] = table.get(name, 0) + 1
-
-    def _warn(self, text: str) -> None:
-        self.warnings.append(text)
-        self._record("warning", text=text)
-
-    def _shm_get(self, fmt: struct.Struct, off: int) -> int:
-        assert self.shm is not None
-        try:
-            return fmt.unpack_from(self.shm, off)[0]
-        except struct.error as exc:
-            # UML would read past its mapping and crash
-            raise TTPanic(f"shared memory access out of range at {off}") from exc
-
-    def _shm_put(self, fmt: struct.Struct, off: int, value: int) -> None:
-        assert self.shm is not None
-        try:
-            fmt.pack_into(self.shm, off, value)
-        except struct.error as exc:
-            raise TTPanic(f"shared memory access out of range at {off}") from exc
-
-    def _require_sock(self) -> socket.socket:
-        if self._sock is None:
-            raise RuntimeError("client not started")
-        return self._sock
-
-    @property
-    def time_socket(self) -> socket.socket:
-        """The time socket, for a device that waits on it together with its own."""
-        return self._require_sock()
+        return super()._record(event, local=local,
+                               calendar=self.calendar_time(local), **extra)
 
     def serve_message(self) -> None:
         """Handle one time message while a device waits, as ``time_travel_wait_readable``
         does (``TTMH_READ``)."""
         self._handle_message(TTMH_READ)
-
-    # ------------------------------------------------------------------
-    # raw message I/O
-    # ------------------------------------------------------------------
-    def _write_msg(self, op: int, seq: int, time: int) -> None:
-        # os_write_file(): one write(), result ignored by UML
-        data = MSG.pack(op & U32_MASK, seq & U32_MASK, time & U64_MASK)
-        try:
-            self._require_sock().send(data)
-        except (BrokenPipeError, ConnectionResetError):
-            self._warn(f"write of {_op_name(op)} failed: peer gone")
-        self._count(self.sent, op)
-
-    def _wait_time_readable(self) -> None:
-        """Block until the time socket is readable (only with a timeout)."""
-        if self.timeout is None:
-            return
-        if self._poll_time is None:
-            self._poll_time = select.poll()
-            self._poll_time.register(self._require_sock(), select.POLLIN)
-        if not self._poll_time.poll(self.timeout * 1000.0):
-            raise TTTimeout(f"no message from the calendar in {self.timeout} s")
-
-    def _idle_poll(self) -> None:
-        """``while (os_poll(1, &ext_fd) != 0)`` with SIGIO handlers live.
-
-        Interrupts (irq socket bytes) are serviced while waiting; the time
-        socket wins when both are readable.
-        """
-        sock = self._require_sock()
-        if self._irq is None or self._in_irq or self._signals_blocked:
-            self._wait_time_readable()
-            return
-        if self._poll_both is None:
-            self._poll_both = select.poll()
-            self._poll_both.register(sock, select.POLLIN)
-            self._poll_both.register(self._irq, select.POLLIN)
-        tfd = sock.fileno()
-        timeout = None if self.timeout is None else self.timeout * 1000.0
-        while True:
-            ready = self._poll_both.poll(timeout)
-            if not ready:
-                raise TTTimeout(
-                    f"no message from the calendar in {self.timeout} s")
-            if any(fd == tfd for fd, _ in ready):
-                return
-            self._service_irq()
-            if self._irq is None:          # irq peer went away
-                self._wait_time_readable()
-                return
-
-    def _read_msg(self, mode: int) -> tuple[int, int, int]:
-        """Read one message like time_travel_handle_message's read part."""
-        sock = self._require_sock()
-        if mode != TTMH_READ:
-            self._idle_poll()
-        else:
-            self._wait_time_readable()
-        try:
-            if mode == TTMH_READ_START_ACK:
-                data, fds, _flags, _addr = socket.recv_fds(sock, MSG_SIZE,
-                                                           MAX_FDS)
-            else:
-                data, fds = sock.recv(MSG_SIZE), []
-        except ConnectionResetError:
-            data, fds = b"", []
-        if mode == TTMH_READ_START_ACK:
-            if len(data) == MSG_SIZE:
-                self._take_start_fds(data, fds)
-            else:
-                for fd in fds:
-                    os.close(fd)
-        if not data:
-            raise TTLinkBroken("time-travel external link is broken")
-        if len(data) != MSG_SIZE:
-            raise TTPanic(f"invalid time-travel message - {len(data)} bytes")
-        op, seq, time = MSG.unpack(data)
-        self._count(self.received, op)
-        return op, seq, time
-
-    def _take_start_fds(self, data: bytes, fds: list[int]) -> None:
-        """The fd part of TTMH_READ_START_ACK: memfd -> shm setup, close log fd."""
-        _op, _seq, time = MSG.unpack(data)
-        self.start_fds = len(fds)
-        self.slot = time & START_ACK_ID_MASK
-        if len(fds) < MAX_FDS:
-            # 6.12 would use uninitialised fd numbers (0 = its own stdin)
-            self._warn(f"START ACK carried {len(fds)} fds; UML 6.12 needs 2")
-        for fd in fds[MAX_FDS:]:
-            os.close(fd)
-        if fds:
-            if self.use_shm:
-                self._setup_shm(fds[0], self.slot)
-            else:
-                os.close(fds[0])
-        if len(fds) > 1:
-            os.close(fds[1])     # "we don't use the logging for now"
 
     # ------------------------------------------------------------------
     # time.c, function by function
@@ -395,38 +203,23 @@ class TTClient:
 
     def _setup_shm(self, fd: int, slot: int) -> None:
         try:
-            try:
-                head = mmap.mmap(fd, SHM_HEADER_SIZE, mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)
-            except (OSError, ValueError) as exc:
-                self._warn(f"shm mmap failed: {exc}")
-                return
-            version = _U32.unpack_from(head, SHM_OFF_VERSION)[0]
-            length = _U32.unpack_from(head, SHM_OFF_LEN)[0]
-            if version != SHM_VERSION or length < client_offset(slot + 1):
-                head.close()
-                self._record("shm_refused", version=version, len=length)
-                return
-            head.close()
-            try:
-                # os_mremap_rw_shared(): the whole length the page announces
-                self.shm = mmap.mmap(fd, length, mmap.MAP_SHARED,
-                                     mmap.PROT_READ | mmap.PROT_WRITE)
-            except (OSError, ValueError) as exc:
-                self._warn(f"shm remap to {length} bytes failed: {exc}")
-                return
-            self.shm_offset = self._shm_get(_U64, SHM_OFF_CURRENT_TIME)
-            self._shm_client = client_offset(slot)
-            capa_off = self._shm_client + SHM_CLIENT_OFF_CAPA
-            self._shm_put(_U32, capa_off,
-                          self._shm_get(_U32, capa_off) | CAP_TIME_SHARE)
-            self.shm_id = slot
-            # always look at the page's free_until from now on
-            self._free_until_ptr = "shm"
-            self._record("shm", slot=slot, len=length,
-                         shm_offset=self.shm_offset)
+            page = ShmPage.map(fd, slot)
+        except ShmMapFailed as exc:
+            self._warn(str(exc))
+            return
+        except ShmRefused as exc:
+            self._record("shm_refused", version=exc.version, len=exc.length)
+            return
         finally:
             os.close(fd)
+        self.shm = page
+        self.shm_offset = page.current_time
+        page.capa |= CAP_TIME_SHARE
+        self.shm_id = slot
+        # always look at the page's free_until from now on
+        self._free_until_ptr = "shm"
+        self._record("shm", slot=slot, len=page.length,
+                     shm_offset=self.shm_offset)
 
     def _handle_message(self, mode: int) -> tuple[int, int, int]:
         op, seq, time = self._read_msg(mode)
@@ -443,9 +236,7 @@ class TTClient:
             self._record("run", time, **({"in_ack_wait": True} if nested
                                          else {}))
             if self.shm is not None:
-                flags_off = self._shm_client + SHM_CLIENT_OFF_FLAGS
-                self._shm_put(_U32, flags_off,
-                              self._shm_get(_U32, flags_off) & ~FLAG_REQ_RUN)
+                self.shm.flags &= ~FLAG_REQ_RUN
                 return op, seq, time      # no ACK for shm RUN
         elif op == Op.FREE_UNTIL:
             self._record("free_until", value=time, ignored=self.shm is not None)
@@ -463,12 +254,11 @@ class TTClient:
                 self._warned_unknown = True
                 self.warnings.append(f"time-travel: unexpected message {op}")
             self._record("unexpected_message", op=op, value=time)
-        ack_seq = seq
-        if self._wrong_ack_delta:
-            ack_seq = (seq + self._wrong_ack_delta) & U32_MASK
-            self._wrong_ack_delta = 0
-        self._write_msg(Op.ACK, ack_seq, 0)
+        self._ack(seq)
         return op, seq, time
+
+    def _ack(self, seq: int) -> None:
+        self._write_msg(Op.ACK, seq, 0)
 
     def ext_req(self, op: int, time: int) -> int:
         """time_travel_ext_req(): send, then read until our ACK; returns ACK.time."""
@@ -508,29 +298,23 @@ class TTClient:
             return
         self.prev_request = time
         self.prev_request_valid = True
-        if self.shm is not None:
-            running = self._shm_get(_U16, SHM_OFF_RUNNING_ID)
-            capa = self._shm_get(_U32,
-                                 client_offset(running) + SHM_CLIENT_OFF_CAPA)
-            if capa & CAP_TIME_SHARE:
-                flags_off = self._shm_client + SHM_CLIENT_OFF_FLAGS
-                self._shm_put(_U32, flags_off,
-                              self._shm_get(_U32, flags_off) | FLAG_REQ_RUN)
+        page = self.shm
+        if page is not None:
+            if page.capa_of(page.running_id) & CAP_TIME_SHARE:
+                page.flags |= FLAG_REQ_RUN
                 abs_time = (time + self.shm_offset) & U64_MASK
-                self._shm_put(_U64, self._shm_client + SHM_CLIENT_OFF_REQ_TIME,
-                              abs_time)
-                if abs_time < self._shm_get(_U64, SHM_OFF_FREE_UNTIL):
-                    self._shm_put(_U64, SHM_OFF_FREE_UNTIL, abs_time)
+                page.req_time = abs_time
+                if abs_time < page.free_until:
+                    page.free_until = abs_time
                 return
         self.ext_req(Op.REQUEST, time)
 
     def propagate_time(self) -> None:
         """__time_travel_propagate_time(): what UML does before a device kick."""
         if self.shm is not None:
-            if self._shm_get(_U16, SHM_OFF_RUNNING_ID) != self.shm_id:
+            if self.shm.running_id != self.shm_id:
                 raise TTPanic("time-travel: setting time while not running")
-            self._shm_put(_U64, SHM_OFF_CURRENT_TIME,
-                          (self.time + self.shm_offset) & U64_MASK)
+            self.shm.current_time = (self.time + self.shm_offset) & U64_MASK
             return
         if self._last_propagated == self.time:
             return
@@ -564,7 +348,7 @@ class TTClient:
     def ext_get_time(self) -> None:
         """time_travel_ext_get_time()."""
         if self.shm is not None:
-            now = self._shm_get(_U64, SHM_OFF_CURRENT_TIME)
+            now = self.shm.current_time
             self._set_time((now - self.shm_offset) & U64_MASK)
         else:
             self.ext_req(Op.GET, TIME_MINUS_ONE)
@@ -732,52 +516,6 @@ class TTClient:
         self.ext_req(Op.BROADCAST, value)
 
     # ------------------------------------------------------------------
-    # interrupts
-    # ------------------------------------------------------------------
-    def _irq_point(self) -> None:
-        """A point where a pending SIGIO time-travel handler would run."""
-        if (self._irq is None or self._in_irq or self._signals_blocked
-                or self.closed):
-            return
-        if select.select([self._irq], [], [], 0)[0]:
-            self._service_irq()
-
-    def _service_irq(self) -> None:
-        """vu_req_read_message(): drain the irq socket, one event per byte."""
-        irq = self._irq
-        if irq is None or self._in_irq:
-            return
-        self._in_irq = True
-        try:
-            while True:
-                try:
-                    data = irq.recv(4096, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    break
-                except ConnectionResetError:
-                    data = b""
-                if not data:
-                    self._record("irq_socket_closed")
-                    self._close_irq()
-                    break
-                for _ in data:
-                    self.add_irq_event()
-                    # reply only after GET + REQUEST, like UML's REPLY_ACK
-                    try:
-                        irq.send(b"\x00")
-                    except OSError:
-                        self._warn("irq reply failed: peer gone")
-        finally:
-            self._in_irq = False
-
-    def _close_irq(self) -> None:
-        if self._irq is not None:
-            if self._poll_both is not None:
-                self._poll_both = None
-            self._irq.close()
-            self._irq = None
-
-    # ------------------------------------------------------------------
     # life cycle
     # ------------------------------------------------------------------
     def start(self) -> None:
@@ -787,22 +525,7 @@ class TTClient:
         harness may accept it before it lets the calendar run; a unix-socket
         connect() never needs the peer's accept().
         """
-        spec = self._irq_spec
-        if isinstance(spec, socket.socket):
-            self._irq = spec
-        elif spec is not None:
-            irq = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            irq.connect(spec)
-            self._irq = irq
-        if self._sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self.socket_path)
-            except OSError as exc:
-                sock.close()
-                raise TTPanic("time-travel: failed to connect to external "
-                              f"socket {self.socket_path}: {exc}") from exc
-            self._sock = sock
+        self._connect()
         self.ext_req(Op.START, self.client_id)
         self.started = True
         self._record("started", slot=self.slot, shm=self.shm is not None)
@@ -822,47 +545,6 @@ class TTClient:
             self._sock.close()
         if self.shm is not None:
             self.shm.close()
-
-    # ------------------------------------------------------------------
-    # deliberate protocol violations, for error tests
-    # ------------------------------------------------------------------
-    def send_raw(self, data: bytes) -> None:
-        """Write arbitrary bytes on the time socket."""
-        self._require_sock().sendall(data)
-        self.sent["RAW"] = self.sent.get("RAW", 0) + 1
-
-    def send_short_and_close(self, nbytes: int = 8) -> None:
-        """Send the first ``nbytes`` of a REQUEST, then close the socket."""
-        self.seq = (self.seq + 1) & U32_MASK
-        data = MSG.pack(Op.REQUEST, self.seq, self.time)[:nbytes]
-        self.send_raw(data)
-        self.close()
-
-    def send_unknown_op(self, op: int = 0x7F, time: int = 0,
-                        wait_ack: bool = True) -> int | None:
-        """Send a message with an op the protocol does not define."""
-        if wait_ack:
-            return self.ext_req(op, time)
-        self.seq = (self.seq + 1) & U32_MASK
-        self._write_msg(op, self.seq, time)
-        return None
-
-    def send_as_calendar(self, op: int = Op.RUN, time: int | None = None) -> None:
-        """Send RUN or FREE_UNTIL (calendar-only ops) without waiting for anything."""
-        self.seq = (self.seq + 1) & U32_MASK
-        self._write_msg(op, self.seq, self.time if time is None else time)
-
-    def ack_next_with_wrong_seq(self, delta: int = 1) -> None:
-        """Make the next ACK this client writes carry seq + ``delta``."""
-        self._wrong_ack_delta = delta or 1
-
-    def hang(self, seconds: float | None = None) -> None:
-        """Stop talking (and reading) while running; forever if ``seconds`` is None."""
-        self._record("hang", seconds=seconds)
-        if seconds is None:
-            while True:
-                _wall.sleep(3600)
-        _wall.sleep(seconds)
 
     # ------------------------------------------------------------------
     # results

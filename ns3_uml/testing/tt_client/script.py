@@ -1,6 +1,8 @@
 """Scripts for the reference time-travel client: JSON steps run while it runs.
 
-The steps are listed in :mod:`ns3_uml.testing.tt_client` (the command line runs them).
+The steps are listed in :mod:`ns3_uml.testing.tt_client` (the command line runs them).  The
+error-injection steps (:data:`HOSTILE_OPS`) need a
+:class:`~ns3_uml.testing.tt_client.hostile.HostileTTClient`; :func:`needs_hostile` tells.
 """
 
 from __future__ import annotations
@@ -10,8 +12,13 @@ from typing import Any, Iterable
 
 from ns3_uml.protocol import Op
 from ns3_uml.testing.tt_client.client import TTClient
+from ns3_uml.testing.tt_client.hostile import HostileTTClient
 
-__all__ = ["load_script", "run_script"]
+__all__ = ["HOSTILE_OPS", "load_script", "needs_hostile", "run_script"]
+
+#: Script ops that break the protocol on purpose (HostileTTClient only).
+HOSTILE_OPS = frozenset(
+    {"hang", "raw", "short_and_close", "unknown_op", "send_as_calendar", "wrong_seq_ack"})
 
 
 class _ScriptExit(Exception):
@@ -57,25 +64,40 @@ def _run_steps(client: TTClient, steps: Iterable[dict[str, Any]]) -> None:
         elif op == "exit":
             client.exit_running()
             raise _ScriptExit
-        elif op == "hang":
-            seconds = step.get("seconds")
-            client.hang(None if seconds is None else float(seconds))
-        elif op == "raw":
-            client.send_raw(bytes.fromhex(step["hex"]))
-        elif op == "short_and_close":
-            client.send_short_and_close(int(step.get("bytes", 8)))
-            raise _ScriptExit
-        elif op == "unknown_op":
-            client.send_unknown_op(int(step.get("value", 0x7F)),
-                                   int(step.get("time", 0)),
-                                   bool(step.get("wait_ack", True)))
-        elif op == "send_as_calendar":
-            name = str(step.get("msg", "RUN")).upper()
-            client.send_as_calendar(Op[name], step.get("time"))
-        elif op == "wrong_seq_ack":
-            client.ack_next_with_wrong_seq(int(step.get("delta", 1)))
+        elif op in HOSTILE_OPS:
+            if not isinstance(client, HostileTTClient):
+                raise ValueError(f"script op {op!r} needs a HostileTTClient")
+            _run_hostile(client, step)
         else:
             raise ValueError(f"unknown script op {op!r}")
+
+
+def _run_hostile(client: HostileTTClient, step: dict[str, Any]) -> None:
+    op = step["op"]
+    if op == "hang":
+        seconds = step.get("seconds")
+        client.hang(None if seconds is None else float(seconds))
+    elif op == "raw":
+        client.send_raw(bytes.fromhex(step["hex"]))
+    elif op == "short_and_close":
+        client.send_short_and_close(int(step.get("bytes", 8)))
+        raise _ScriptExit
+    elif op == "unknown_op":
+        client.send_unknown_op(int(step.get("value", 0x7F)),
+                               int(step.get("time", 0)),
+                               bool(step.get("wait_ack", True)))
+    elif op == "send_as_calendar":
+        name = str(step.get("msg", "RUN")).upper()
+        client.send_as_calendar(Op[name], step.get("time"))
+    elif op == "wrong_seq_ack":
+        client.ack_next_with_wrong_seq(int(step.get("delta", 1)))
+
+
+def needs_hostile(steps: Iterable[dict[str, Any]]) -> bool:
+    """Whether ``steps`` (or a ``repeat`` inside) use an error-injection op."""
+    return any(step.get("op") in HOSTILE_OPS
+               or (step.get("op") == "repeat" and needs_hostile(step.get("steps", ())))
+               for step in steps)
 
 
 def load_script(text: str | None) -> list[dict[str, Any]]:
