@@ -109,6 +109,9 @@ class UmlNode(Node):
         if not isinstance(rx_coalesce_frames, int) or rx_coalesce_frames < 0:
             raise ValueError(f"rx_coalesce_frames must be a count >= 0, not "
                              f"{rx_coalesce_frames!r}")
+        if rx_coalesce_frames and not self.rx_coalesce_ns:
+            raise ValueError("rx_coalesce_frames ends a coalescing window: give rx_coalesce "
+                             "(the window) too")
         self.rx_coalesce_frames = rx_coalesce_frames
         #: The ns3::VirtioNetDevice of each interface, in order (counters: GetKickCount,
         #: GetCallCount, GetTxFrameCount, GetRxFrameCount).
