@@ -1,130 +1,191 @@
-"""Guests on the wire: frames per wall second, twenty guests, host memory per guest.
+"""Guests on the wire: wall time and crossings per frame for bulk TCP, a UDP flood and ping.
 
-Message mode vs shared memory, each measured in the same run (medians of --repeats):
-* one guest pair, UDP flood (iperf3 -u) over a 1 Gbit/s point-to-point link: frames
-  carried by ns-3 per wall second;
-* twenty guests (ten pairs on their own links), idle (sleep) and pinging: simulated
-  seconds per wall second;
-* host memory per guest: proportional set size (PSS) of each guest's processes, sampled
-  while the twenty guests run.
+Two guests on a point-to-point link, each case with offloads off and on in the same run
+(``Simulation(offloads=...)``; a package without that keyword is measured "off" only, and
+the JSON says so), bulk TCP also with receive coalescing (``add_node(rx_coalesce=...)``;
+skipped on a package without it). Medians of --repeats.
+
+* bulk TCP, ``iperf3 -R`` (the guest that asked receives: its ACKs are what the sender's
+  window waits for) of --tcp-bytes at 1 and 10 Gbit/s, 0.1 ms: wall us per wire frame and
+  per data segment, crossings (vhost-user kicks + calls, all devices) and hand-offs (RUNs)
+  per wire frame, simulated seconds per wall second, goodput against the link;
+* UDP flood of 1400-byte datagrams (``iperf3 -u -b 1G``) over 1 Gbit/s: wire frames per
+  wall second;
+* ping over 1 Gbit/s, 0.1 ms: RTT (avg) against the link model.
+
+The wall time of a transfer is the run's minus that of the same simulation with nothing to
+transfer (boot and power-off), measured once per configuration and repeat. Wire frames are
+those in the receiving guest's pcap (both directions of its link). Run it with the python of
+the package to measure (e.g. /work/venv/main/bin/python for the code before a change).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
+import re
 import statistics
 import struct
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from report import emit
 
 import ns3_uml as nu
 
+RTT = re.compile(r"rtt min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+DELAY_S = 0.0001
+PING_FRAME_BYTES = 84 + 2  # echo request/reply on point-to-point
+HAS_OFFLOADS = "offloads" in inspect.signature(nu.Simulation).parameters
+HAS_COALESCE = "rx_coalesce" in inspect.signature(nu.Simulation.add_node).parameters
 
-def pcap_frames(path: Path) -> int:
+
+def pcap_frames(path: Path) -> tuple[int, int]:
+    """(frames, frames of more than 1000 bytes) in a pcap file."""
     data = path.read_bytes()
-    off, n = 24, 0
+    off, n, big = 24, 0, 0
     while off + 16 <= len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
+        incl, orig = struct.unpack_from("<II", data, off + 8)
         off += 16 + incl
         n += 1
-    return n
+        big += orig > 1000
+    return n, big
 
 
-def guest_pss_kb(node: nu.UmlNode) -> int:
-    """PSS of every process in the guest's process group (UML forks helpers)."""
-    from ns3_uml.guest import process_group_members  # noqa: PLC0415
-
-    total = 0
-    for pid in process_group_members(node.process.pid):
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+def _simulation(tmp: str, offloads: bool) -> nu.Simulation:
+    kw: dict[str, Any] = {"offloads": offloads} if HAS_OFFLOADS else {}
+    return nu.Simulation(workdir=tmp, seed=1, ipv6=False, **kw)
 
 
-def flood(shm: bool, seconds: int) -> dict:
+def _crossings(sim: nu.Simulation) -> int | None:
+    devices = [v for n in sim.guests for v in getattr(n, "virtio_devices", [])]
+    if not devices:
+        return None
+    return sum(int(v.GetKickCount()) + int(v.GetCallCount()) for v in devices)
+
+
+def pair(commands: dict[str, list[str]], rate: str, offloads: bool,
+         rx_coalesce: str | None = None, until: str = "60s") -> dict[str, Any]:
+    """Guests a (10.0.0.1) and b (10.0.0.2) on one link: the run's figures."""
+    kw = {"rx_coalesce": rx_coalesce} if rx_coalesce else {}
     with tempfile.TemporaryDirectory(prefix="bench-net-") as tmp:
-        with nu.Simulation(workdir=tmp, seed=1, shared_memory=shm) as sim:
-            sim.add_node("tx", run=["sleep 1", f"iperf3 -u -b 500M -l 1400 -c 10.0.0.2 -t {seconds}"])
-            sim.add_node("rx", run=["iperf3 -s -1"])
-            sim.point_to_point("tx", "rx", rate="1Gbps", delay="1ms")
+        with _simulation(tmp, offloads) as sim:
+            a = sim.add_node("a", run=commands.get("a", []), **kw)
+            sim.add_node("b", run=commands.get("b", []), **kw)
+            sim.point_to_point("a", "b", rate=rate, delay=f"{DELAY_S}s")
             wall = time.perf_counter()
-            summary = sim.run(until=f"{seconds + 5}s")
+            summary = sim.run(until=until)
             wall = time.perf_counter() - wall
-            frames = pcap_frames(sim.node("tx").pcaps["eth0"])
-    return {"frames": frames, "wall_s": wall, "frames_per_wall_s": frames / wall,
-            "sim_s": summary["sim_time_ns"] / 1e9}
+            crossings = _crossings(sim)
+            outputs = [r.stdout for r in a.results()]
+            pcap = a.pcaps["eth0"]
+        frames, segments = pcap_frames(pcap)
+    return {"wall_s": wall, "sim_s": summary["sim_time_ns"] / 1e9, "frames": frames,
+            "segments": segments, "handoffs": summary["handoffs"], "crossings": crossings,
+            "stdout": outputs}
 
 
-def twenty(shm: bool, pinging: bool, sim_seconds: int) -> dict:
-    pss: list[int] = []
-    with tempfile.TemporaryDirectory(prefix="bench-net-") as tmp:
-        with nu.Simulation(workdir=tmp, seed=1, shared_memory=shm) as sim:
-            for p in range(10):
-                a = sim.add_node(f"a{p}", run=[f"ping -c {sim_seconds} 10.0.{p}.2"]
-                                 if pinging else [f"sleep {sim_seconds}"])
-                b = sim.add_node(f"b{p}", run=[f"sleep {sim_seconds + 1}"])
-                sim.point_to_point(a, b, rate="100Mbps", delay="1ms")
-            done = threading.Event()
+def _per_frame(run: dict[str, Any], idle: dict[str, Any]) -> dict[str, Any]:
+    wall = max(run["wall_s"] - idle["wall_s"], 1e-9)
+    frames = max(run["frames"] - idle["frames"], 1)
+    out = {"wall_s": wall, "frames": frames, "segments": run["segments"],
+           "wall_us_per_frame": wall / frames * 1e6,
+           "wall_us_per_segment": wall / max(run["segments"], 1) * 1e6,
+           "handoffs_per_frame": (run["handoffs"] - idle["handoffs"]) / frames,
+           "crossings_per_frame": None if run["crossings"] is None else
+           (run["crossings"] - idle["crossings"]) / frames,
+           "sim_s_per_wall_s": (run["sim_s"] - idle["sim_s"] + 1e-9) / wall
+           if run["sim_s"] > idle["sim_s"] else None}
+    return out
 
-            def sample() -> None:
-                time.sleep(3)  # past boot
-                while not done.is_set() and not pss:
-                    nodes = [n for n in sim.nodes.values() if n.process and n.process.pid]
-                    values = [guest_pss_kb(n) for n in nodes]
-                    if values and all(values):
-                        pss.extend(values)
-                    done.wait(0.5)
 
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            wall = time.perf_counter()
-            summary = sim.run(until=f"{sim_seconds + 3}s")
-            wall = time.perf_counter() - wall
-            done.set()
-            sampler.join()
-    return {"wall_s": wall, "sim_s": summary["sim_time_ns"] / 1e9,
-            "sim_s_per_wall_s": summary["sim_time_ns"] / 1e9 / wall,
-            "pss_kb_per_guest_median": statistics.median(pss) if pss else None}
+def tcp(rate: str, nbytes: str, offloads: bool, coalesce: str | None) -> dict[str, Any]:
+    cmds = {"a": ["sleep 1", f"iperf3 -c 10.0.0.2 -R -n {nbytes} -J"], "b": ["iperf3 -s -1"]}
+    run = pair(cmds, rate, offloads, coalesce)
+    idle = pair({"a": ["sleep 1"], "b": []}, rate, offloads, coalesce)
+    out = _per_frame(run, idle)
+    try:
+        end = json.loads(run["stdout"][-1])["end"]
+        out["goodput_bps"] = end["sum_received"]["bits_per_second"]
+        out["retransmits"] = end["sum_sent"].get("retransmits")
+    except (ValueError, KeyError, IndexError):
+        out["goodput_bps"] = None
+    return out
+
+
+def flood(nbytes: str, offloads: bool) -> dict[str, Any]:
+    cmds = {"a": ["sleep 1", f"iperf3 -u -b 1G -l 1400 -n {nbytes} -c 10.0.0.2"],
+            "b": ["iperf3 -s -1"]}
+    run = pair(cmds, "1Gbps", offloads)
+    idle = pair({"a": ["sleep 1"], "b": []}, "1Gbps", offloads)
+    out = _per_frame(run, idle)
+    out["frames_per_wall_s"] = out["frames"] / out["wall_s"]
+    return out
+
+
+def ping(offloads: bool, rate_bps: int = 1_000_000_000) -> dict[str, Any]:
+    cmds = {"a": ["ping -c 1 10.0.0.2", "ping -c 5 -i 0.2 10.0.0.2"], "b": ["sleep 4"]}
+    run = pair(cmds, f"{rate_bps}bps", offloads, until="10s")
+    match = RTT.search(run["stdout"][-1])
+    model = 2 * DELAY_S + 2 * PING_FRAME_BYTES * 8 / rate_bps
+    avg = float(match.group(2)) / 1000 if match else None
+    return {"rtt_avg_s": avg, "rtt_model_s": model,
+            "rtt_error_us": None if avg is None else (avg - model) * 1e6}
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    med = {k: statistics.median(r[k] for r in runs if r.get(k) is not None)
+           for k in keys if all(r.get(k) is not None for r in runs)}
+    return {**med, "runs": runs}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--flood-seconds", type=int, default=5)
-    parser.add_argument("--sim-seconds", type=int, default=20)
+    parser.add_argument("--tcp-bytes", default="10M", help="iperf3 -n for bulk TCP")
+    parser.add_argument("--flood-bytes", default="10M", help="iperf3 -n for the UDP flood")
+    parser.add_argument("--coalesce", default="50us", help="rx_coalesce for the TCP case")
+    parser.add_argument("--quick", action="store_true",
+                        help="one repeat, 2 MB transfers: a smoke run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    out: dict = {"benchmark": "guests_on_the_wire"}
-    for shm in (False, True):
-        mode = "shm" if shm else "messages"
-        runs = [flood(shm, args.flood_seconds) for _ in range(args.repeats)]
-        idle = [twenty(shm, False, args.sim_seconds) for _ in range(args.repeats)]
-        ping = [twenty(shm, True, args.sim_seconds) for _ in range(args.repeats)]
-        out[mode] = {
-            "flood_frames_per_wall_s": statistics.median(r["frames_per_wall_s"] for r in runs),
-            "flood_runs": runs,
-            "twenty_idle_sim_s_per_wall_s": statistics.median(r["sim_s_per_wall_s"] for r in idle),
-            "twenty_ping_sim_s_per_wall_s": statistics.median(r["sim_s_per_wall_s"] for r in ping),
-            "pss_kb_per_guest": statistics.median(
-                r["pss_kb_per_guest_median"] for r in idle + ping
-                if r["pss_kb_per_guest_median"] is not None),
-            "twenty_runs": {"idle": idle, "ping": ping},
-        }
-        m = out[mode]
-        print(f"{mode:>8}: flood {m['flood_frames_per_wall_s']:9.0f} frames/wall s | twenty "
-              f"idle {m['twenty_idle_sim_s_per_wall_s']:6.2f}, pinging "
-              f"{m['twenty_ping_sim_s_per_wall_s']:6.2f} sim s/wall s | "
-              f"{m['pss_kb_per_guest'] / 1024:.1f} MiB per guest", flush=True)
-    out["shm_over_messages_flood"] = (out["shm"]["flood_frames_per_wall_s"]
-                                      / out["messages"]["flood_frames_per_wall_s"])
+    if args.quick:
+        args.repeats, args.tcp_bytes, args.flood_bytes = 1, "2M", "2M"
+    offload_modes = (False, True) if HAS_OFFLOADS else (False,)
+    out: dict[str, Any] = {"benchmark": "guests_on_the_wire", "package": nu.__file__,
+                           "offloads_measured": [str(o) for o in offload_modes],
+                           "coalescing_measured": HAS_COALESCE, "repeats": args.repeats,
+                           "tcp_bytes": args.tcp_bytes, "flood_bytes": args.flood_bytes}
+    if not HAS_OFFLOADS:
+        out["note"] = "Simulation has no 'offloads' keyword: offloads off only"
+    for offloads in offload_modes:
+        mode = f"offloads_{'on' if offloads else 'off'}"
+        res: dict[str, Any] = {}
+        for rate in ("1Gbps", "10Gbps"):
+            for coalesce in (None, args.coalesce) if HAS_COALESCE else (None,):
+                key = f"tcp_{rate}" + (f"_coalesce_{coalesce}" if coalesce else "")
+                res[key] = _median([tcp(rate, args.tcp_bytes, offloads, coalesce)
+                                    for _ in range(args.repeats)])
+                m = res[key]
+                cross = m.get("crossings_per_frame")
+                print(f"{mode} {key:>28}: {m['wall_us_per_frame']:7.1f} us/frame "
+                      f"{m['wall_us_per_segment']:7.1f} us/segment, handoffs/frame "
+                      f"{m['handoffs_per_frame']:.2f}, crossings/frame "
+                      f"{'-' if cross is None else f'{cross:.2f}'}, goodput "
+                      f"{(m.get('goodput_bps') or 0) / 1e6:.0f} Mbit/s", flush=True)
+        res["udp_flood_1Gbps"] = _median([flood(args.flood_bytes, offloads)
+                                          for _ in range(args.repeats)])
+        print(f"{mode} {'udp_flood_1Gbps':>28}: "
+              f"{res['udp_flood_1Gbps']['frames_per_wall_s']:7.0f} frames/wall s", flush=True)
+        res["ping_1Gbps"] = _median([ping(offloads) for _ in range(args.repeats)])
+        p = res["ping_1Gbps"]
+        print(f"{mode} {'ping_1Gbps':>28}: RTT error {p.get('rtt_error_us', float('nan')):.1f} us "
+              "vs the model", flush=True)
+        out[mode] = res
     emit(out, args.json)
 
 

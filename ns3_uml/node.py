@@ -99,8 +99,23 @@ class UmlNode(Node):
 
     def __init__(self, context: NodeContext, name: str, index: int, memory: str, *,
                  stop_at: float | str | None = None,
-                 kernel_args: Sequence[str] = ()) -> None:
+                 kernel_args: Sequence[str] = (),
+                 rx_coalesce: str | float | None = None,
+                 rx_coalesce_frames: int = 0) -> None:
         super().__init__(context, name)
+        #: Receive coalescing of its interfaces (VirtioNetDevice RxCoalesceTime, ns; 0: off)
+        #: and RxCoalesceFrames (0: the window alone).
+        self.rx_coalesce_ns = 0 if rx_coalesce is None else parse_time(rx_coalesce)
+        if not isinstance(rx_coalesce_frames, int) or rx_coalesce_frames < 0:
+            raise ValueError(f"rx_coalesce_frames must be a count >= 0, not "
+                             f"{rx_coalesce_frames!r}")
+        if rx_coalesce_frames and not self.rx_coalesce_ns:
+            raise ValueError("rx_coalesce_frames ends a coalescing window: give rx_coalesce "
+                             "(the window) too")
+        self.rx_coalesce_frames = rx_coalesce_frames
+        #: The ns3::VirtioNetDevice of each interface, in order (counters: GetKickCount,
+        #: GetCallCount, GetTxFrameCount, GetRxFrameCount).
+        self.virtio_devices: list[Any] = []
         #: The guest's position among the simulation's guests (its MACs derive from it).
         self.index = index
         #: How the guest boots and what it runs; the node's other fields are views of it.
@@ -184,7 +199,14 @@ class UmlNode(Node):
         self._check_device(device)
         k = len(self.interfaces)
         socket = self._context.socket_path(f"{self.index}-{k}")
-        bridge_interface(self.ns3_node, device, socket, self.client_id, guest_mac(self.index, k))
+        port = bridge_interface(self.ns3_node, device, socket, self.client_id,
+                                guest_mac(self.index, k))
+        virtio = port.GetVirtioNetDevice()
+        if self.rx_coalesce_ns:
+            ns = self._context.ns
+            virtio.SetAttribute("RxCoalesceTime", ns.TimeValue(ns.NanoSeconds(self.rx_coalesce_ns)))
+            virtio.SetAttribute("RxCoalesceFrames", ns.UintegerValue(self.rx_coalesce_frames))
+        self.virtio_devices.append(virtio)
         self.interfaces.append(InterfaceConfig(socket, ipv4=ip, ipv6=ipv6, mtu=mtu))
         if ip is not None:
             self.addresses.append(ipaddress.IPv4Interface(ip))

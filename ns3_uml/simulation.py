@@ -111,7 +111,8 @@ class Simulation:
     def add_node(self, name: str, run: Iterable[str] | None = None,
                  memory: str | None = None, sysctls: dict[str, str] | None = None,
                  ipv6: bool | None = None, *, stop_at: str | float | None = None,
-                 kernel_args: Sequence[str] = ()) -> UmlNode:
+                 kernel_args: Sequence[str] = (), rx_coalesce: str | float | None = None,
+                 rx_coalesce_frames: int = 0) -> UmlNode:
         """A new guest named ``name`` (also its hostname) that runs the shell commands
         ``run`` one after the other from 1 s of simulated uptime. More commands, with start
         times or in the background: ``node.run(...)``. ``memory``: its RAM (default: the
@@ -119,10 +120,17 @@ class Simulation:
         ``ipv6``: whether it speaks IPv6 (default: the simulation's ``ipv6``).
         ``stop_at``: a deadline in simulated time since boot ("30s"): whatever still runs
         then is killed (``killed`` in ``results()``) and commands not started never start.
-        ``kernel_args``: extra words for the guest kernel's command line ("loglevel=7")."""
+        ``kernel_args``: extra words for the guest kernel's command line ("loglevel=7").
+        ``rx_coalesce``: receive coalescing on its interfaces, as ethtool's rx-usecs ("50us";
+        default off): frames for the guest wait up to that long and arrive together, one
+        interrupt for all, which saves wall time on bulk traffic but adds up to that much
+        to every received frame's latency (a ping between two coalescing guests: up to
+        twice). ``rx_coalesce_frames``: with it, the window also ends once that many frames
+        wait (rx-frames)."""
         self._check_name(name)
         node = UmlNode(self._node_context, name, len(self._guests), memory or self.memory,
-                       stop_at=stop_at, kernel_args=kernel_args)
+                       stop_at=stop_at, kernel_args=kernel_args, rx_coalesce=rx_coalesce,
+                       rx_coalesce_frames=rx_coalesce_frames)
         if not (self.ipv6 if ipv6 is None else ipv6):
             node.sysctls.update(IPV6_OFF_SYSCTLS)
         node.sysctls.update(sysctls or {})

@@ -238,6 +238,12 @@ def vring_used_size(num: int) -> int:
     return 4 + 8 * num + 2
 
 
+def vring_need_event(event_idx: int, new_idx: int, old: int) -> bool:
+    """``vring_need_event()`` (uapi virtio_ring.h; the core's ``vhost::VringNeedEvent``):
+    whether the index moved past ``event_idx`` in the step ``old`` -> ``new_idx``."""
+    return (new_idx - event_idx - 1) & 0xFFFF < (new_idx - old) & 0xFFFF
+
+
 def vring_layout(num: int, align: int = UML_VRING_ALIGN) -> tuple[int, int, int, int]:
     """``vring_init()``/``vring_size()``: (desc, avail, used, total) offsets of one ring block."""
     desc = 0

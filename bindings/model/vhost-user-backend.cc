@@ -3,6 +3,7 @@
 #include "uml-error.h"
 #include "unix-socket.h"
 
+#include "ns3/boolean.h"
 #include "ns3/log.h"
 #include "ns3/string.h"
 #include "ns3/uinteger.h"
@@ -57,7 +58,14 @@ VhostUserBackend::GetTypeId()
                           "The guest's time-travel client id (START id).",
                           UintegerValue(0),
                           MakeUintegerAccessor(&VhostUserBackend::m_clientId),
-                          MakeUintegerChecker<uint64_t>());
+                          MakeUintegerChecker<uint64_t>())
+            .AddAttribute("EventIdx",
+                          "Offer VIRTIO_F_EVENT_IDX: the driver's used_event and the device's "
+                          "avail_event decide when to call and when to kick, so a guest is "
+                          "interrupted only when it asks and kicks only an idle queue.",
+                          BooleanValue(true),
+                          MakeBooleanAccessor(&VhostUserBackend::m_offerEventIdx),
+                          MakeBooleanChecker());
     return tid;
 }
 
@@ -67,7 +75,11 @@ VhostUserBackend::VhostUserBackend()
       m_connFd(-1),
       m_backendFd(-1),
       m_features(0),
-      m_protocolFeatures(0)
+      m_protocolFeatures(0),
+      m_offerEventIdx(true),
+      m_eventIdxNegotiated(false),
+      m_kicks(0),
+      m_calls(0)
 {
 }
 
@@ -166,6 +178,31 @@ uint64_t
 VhostUserBackend::GetClientId() const
 {
     return m_clientId;
+}
+
+uint64_t
+VhostUserBackend::GetKickCount() const
+{
+    return m_kicks;
+}
+
+uint64_t
+VhostUserBackend::GetCallCount() const
+{
+    return m_calls;
+}
+
+bool
+VhostUserBackend::UsesEventIdx() const
+{
+    return m_eventIdxNegotiated;
+}
+
+uint64_t
+VhostUserBackend::OfferedFeatures() const
+{
+    return GetDeviceFeatures() | vhost::F_PROTOCOL_FEATURES |
+           (m_offerEventIdx ? vhost::VIRTIO_F_EVENT_IDX : 0);
 }
 
 void
@@ -405,18 +442,22 @@ VhostUserBackend::Dispatch(const vhost::Header& h, const uint8_t* p, std::vector
         switch (h.request)
         {
         case vhost::GET_FEATURES: {
-            uint64_t f = GetDeviceFeatures() | vhost::F_PROTOCOL_FEATURES;
+            uint64_t f = OfferedFeatures();
             Reply(h, &f, sizeof(f));
             return;
         }
         case vhost::SET_FEATURES: {
             uint64_t f = u64();
-            uint64_t offered = GetDeviceFeatures() | vhost::F_PROTOCOL_FEATURES;
-            if (f & ~offered)
+            if (f & ~OfferedFeatures())
             {
                 GuestError("accepted features that were not offered");
             }
             m_features = f;
+            m_eventIdxNegotiated = f & vhost::VIRTIO_F_EVENT_IDX;
+            for (auto& q : m_queues)
+            {
+                q.SetEventIdx(m_eventIdxNegotiated);
+            }
             ReplyAck(h, 0);
             return;
         }
@@ -565,6 +606,7 @@ VhostUserBackend::Dispatch(const vhost::Header& h, const uint8_t* p, std::vector
         }
         case vhost::VRING_KICK: {
             auto s = state();
+            m_kicks++;
             OnKick(s.index);
             ReplyAck(h, 0);
             return;
@@ -592,6 +634,7 @@ VhostUserBackend::CallGuest(uint32_t queue)
         vhost::VringState s;
     } msg{{vhost::BACKEND_VRING_CALL, vhost::FLAG_VERSION | vhost::FLAG_NEED_REPLY, 8},
           {queue, 0}};
+    m_calls++;
     ssize_t sent = send(m_backendFd, &msg, sizeof(msg), MSG_NOSIGNAL);
     if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
     {

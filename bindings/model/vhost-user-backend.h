@@ -42,10 +42,19 @@ class VhostUserBackend : public Object
     void Close();
     bool IsConnected() const;
     uint64_t GetClientId() const;
+    /** Kicks the guest sent (VRING_KICK messages), for the benchmark. */
+    uint64_t GetKickCount() const;
+    /** Calls (VRING_CALL) sent to the guest, for the benchmark. */
+    uint64_t GetCallCount() const;
+    /** Whether VIRTIO_F_EVENT_IDX was negotiated with the guest (the last one that
+     * connected, even once it has gone). */
+    bool UsesEventIdx() const;
 
   protected:
     void DoDispose() override;
 
+    /** The device's feature bits; the transport's own (VIRTIO_F_EVENT_IDX, bit 30) are
+     * added by the back-end. */
     virtual uint64_t GetDeviceFeatures() const = 0;
     virtual uint32_t GetNumQueues() const = 0;
     /** Config space bytes [offset, offset+len); false if out of range. */
@@ -66,6 +75,8 @@ class VhostUserBackend : public Object
     uint64_t m_clientId;
 
   private:
+    /** What GET_FEATURES answers: the device's features and the transport's. */
+    uint64_t OfferedFeatures() const;
     void OnListenReadable();
     void OnConnReadable();
     void Dispatch(const vhost::Header& h, const uint8_t* payload, std::vector<int>& fds);
@@ -84,6 +95,10 @@ class VhostUserBackend : public Object
     uint64_t m_protocolFeatures;
     GuestMemory m_memory;
     std::vector<Virtqueue> m_queues;
+    bool m_offerEventIdx;
+    bool m_eventIdxNegotiated;
+    uint64_t m_kicks;
+    uint64_t m_calls;
 };
 
 } // namespace ns3

@@ -136,6 +136,14 @@ constexpr uint16_t VRING_DESC_F_INDIRECT = 4;
 constexpr uint16_t VRING_AVAIL_F_NO_INTERRUPT = 1;
 constexpr uint16_t VRING_USED_F_NO_NOTIFY = 1;
 
+/** vring_need_event (Linux's uapi virtio_ring.h): did the index move past event_idx in
+ * the step old -> new_idx? */
+constexpr bool
+VringNeedEvent(uint16_t eventIdx, uint16_t newIdx, uint16_t old)
+{
+    return static_cast<uint16_t>(newIdx - eventIdx - 1) < static_cast<uint16_t>(newIdx - old);
+}
+
 struct Desc
 {
     uint64_t addr;

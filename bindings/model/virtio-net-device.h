@@ -7,6 +7,7 @@
 #include "ns3/callback.h"
 #include "ns3/event-impl.h"
 #include "ns3/mac48-address.h"
+#include "ns3/nstime.h"
 #include "ns3/packet.h"
 #include "ns3/traced-callback.h"
 
@@ -19,6 +20,9 @@ namespace ns3
  * A guest's network interface. TX: a kick is answered at once and the frames become ns-3
  * work at the guest's current simulated time. RX: frames go into the buffers the guest
  * posted and the guest is called in-band; without buffers they wait in a bounded queue.
+ * Every frame due at the same simulated time is written before one call; with receive
+ * coalescing (RxCoalesceTime, RxCoalesceFrames, as ethtool's rx-usecs and rx-frames) frames
+ * wait for the end of a window and reach the guest together.
  */
 class VirtioNetDevice : public VhostUserBackend
 {
@@ -36,6 +40,10 @@ class VirtioNetDevice : public VhostUserBackend
      * with ns-3's own devices (the bridge sets it). */
     void SetContext(uint32_t context);
     uint32_t GetContext() const;
+    /** Frames the guest sent (for the benchmark). */
+    uint64_t GetTxFrameCount() const;
+    /** Frames written into the guest's buffers (for the benchmark). */
+    uint64_t GetRxFrameCount() const;
 
   protected:
     uint64_t GetDeviceFeatures() const override;
@@ -52,6 +60,10 @@ class VirtioNetDevice : public VhostUserBackend
     bool WriteRx(const std::vector<uint8_t>& frame);
     /** Schedule fn now under the node's context unless pending is (then nothing). */
     void ScheduleNow(Ptr<EventImpl>& pending, void (VirtioNetDevice::*fn)());
+    /** Schedule fn after delay under the node's context unless pending is (then nothing). */
+    void ScheduleAfter(Ptr<EventImpl>& pending, Time delay, void (VirtioNetDevice::*fn)());
+    /** A frame was queued for the guest: when to write the queue (RX coalescing). */
+    void ArmRxFlush();
     static bool IsPending(const Ptr<EventImpl>& event);
     static void Cancel(Ptr<EventImpl>& event);
 
@@ -66,6 +78,11 @@ class VirtioNetDevice : public VhostUserBackend
     TracedCallback<Ptr<const Packet>> m_txTrace;
     TracedCallback<Ptr<const Packet>> m_rxTrace;
     TracedCallback<Ptr<const Packet>> m_dropTrace;
+    // Receive coalescing (docs/DESIGN.md section 5) and the benchmark's counters.
+    Time m_rxCoalesceTime;
+    uint32_t m_rxCoalesceFrames;
+    uint64_t m_txFrames;
+    uint64_t m_rxFrames;
 };
 
 } // namespace ns3

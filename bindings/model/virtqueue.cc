@@ -30,6 +30,14 @@ Virtqueue::SetBase(uint16_t base)
 {
     m_lastAvail = base;
     m_usedIdx = base;
+    m_signalledValid = false;
+}
+
+void
+Virtqueue::SetEventIdx(bool on)
+{
+    m_eventIdx = on;
+    m_signalledValid = false;
 }
 
 uint16_t
@@ -112,6 +120,13 @@ Virtqueue::Pop(const GuestMemory& mem, Chain& chain)
     uint16_t pending = static_cast<uint16_t>(availIdx - m_lastAvail);
     if (pending == 0)
     {
+        if (m_eventIdx)
+        {
+            // avail_event: "kick me for the next buffer". Only written once the ring is
+            // empty, so a driver that adds while the device has work pending does not kick
+            // (the drain picks those up). The rings were checked for 6 + 8 * num bytes.
+            __atomic_store_n(&m_used[2 + 4 * m_num], m_lastAvail, __ATOMIC_RELEASE);
+        }
         return false;
     }
     if (pending > m_num)
@@ -188,9 +203,21 @@ Virtqueue::Push(uint16_t head, uint32_t written)
 }
 
 bool
-Virtqueue::NeedsInterrupt() const
+Virtqueue::NeedsInterrupt()
 {
-    return !(__atomic_load_n(&m_avail[0], __ATOMIC_ACQUIRE) & vhost::VRING_AVAIL_F_NO_INTERRUPT);
+    if (!m_eventIdx)
+    {
+        return !(__atomic_load_n(&m_avail[0], __ATOMIC_ACQUIRE) &
+                 vhost::VRING_AVAIL_F_NO_INTERRUPT);
+    }
+    // Linux ignores the flags word with EVENT_IDX (virtqueue_disable_cb_split writes
+    // used_event instead), so only used_event counts.
+    uint16_t old = m_signalledUsed;
+    bool valid = m_signalledValid;
+    m_signalledUsed = m_usedIdx;
+    m_signalledValid = true;
+    uint16_t event = __atomic_load_n(&m_avail[2 + m_num], __ATOMIC_ACQUIRE);
+    return !valid || vhost::VringNeedEvent(event, m_usedIdx, old);
 }
 
 } // namespace ns3

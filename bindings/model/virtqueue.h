@@ -56,8 +56,14 @@ class Virtqueue
     bool Pop(const GuestMemory& mem, Chain& chain);
     /** Return a chain to the driver with the bytes written into it. */
     void Push(uint16_t head, uint32_t written);
-    /** The driver wants an interrupt for used buffers. */
-    bool NeedsInterrupt() const;
+    /**
+     * Whether the driver wants an interrupt for the buffers used since the last time this
+     * was asked. With EVENT_IDX: only if the used index passed the driver's used_event
+     * since then (as QEMU's virtio_should_notify); otherwise: unless NO_INTERRUPT is set.
+     */
+    bool NeedsInterrupt();
+    /** VIRTIO_F_EVENT_IDX negotiated: used_event/avail_event replace the ring flags. */
+    void SetEventIdx(bool on);
     uint32_t GetNum() const;
 
   private:
@@ -69,9 +75,12 @@ class Virtqueue
     uint16_t m_lastAvail = 0;
     uint16_t m_usedIdx = 0;
     bool m_enabled = false;
+    bool m_eventIdx = false;
+    bool m_signalledValid = false; // m_signalledUsed holds a used index already judged
+    uint16_t m_signalledUsed = 0;
     vhost::Desc* m_desc = nullptr;
-    uint16_t* m_avail = nullptr; // flags, idx, ring[num]
-    uint16_t* m_used = nullptr;  // flags, idx, then UsedElem ring[num]
+    uint16_t* m_avail = nullptr; // flags, idx, ring[num], used_event
+    uint16_t* m_used = nullptr;  // flags, idx, then UsedElem ring[num], avail_event
 };
 
 } // namespace ns3

@@ -5,6 +5,7 @@ process, driven by a JSON script, as a UML guest's virtio-net interface would be
 
     python -m ns3_uml.testing.fake_guest --calendar SOCK --vhost SOCK --id ID --script JSON
         --out FILE [--no-shm] [--initial-index N] [--queue-size N] [--protocol-mask M]
+        [--features F]
 
 Like UML, the front-end only talks to its device while the client runs (a kick is preceded by
 propagate_time), and device interrupts (VRING_CALL on the backend channel) are taken as
@@ -53,6 +54,7 @@ from typing import Any
 
 from ns3_uml.testing.tt_client import TTClient, TTLinkBroken, TTPanic, TTTimeout
 from ns3_uml.testing.vhost_frontend import (
+    DEFAULT_ACCEPTED_FEATURES,
     HostileFrontend,
     HostileResult,
     PostedChain,
@@ -169,7 +171,7 @@ def run(args: argparse.Namespace, steps: list[dict[str, Any]], out: dict[str, An
     def frontend() -> GuestFrontend:
         return GuestFrontend(args.vhost, mem_size=16 << 20, tt=tt, timeout=10.0,
                              queue_size=args.queue_size, initial_index=args.initial_index,
-                             protocol_features=args.protocol_mask,
+                             protocol_features=args.protocol_mask, features=args.features,
                              strict=args.protocol_mask == UML_PROTOCOL_FEATURES)
 
     fe = frontend()
@@ -276,6 +278,9 @@ def main() -> int:
     parser.add_argument("--queue-size", type=int, default=UML_QUEUE_SIZE)
     parser.add_argument("--protocol-mask", type=lambda s: int(s, 0),
                         default=UML_PROTOCOL_FEATURES)
+    parser.add_argument("--features", type=lambda s: int(s, 0),
+                        default=DEFAULT_ACCEPTED_FEATURES,
+                        help="device features the front-end accepts (e.g. with EVENT_IDX)")
     args = parser.parse_args()
     out: dict[str, Any] = {"rx": [], "tx": [], "hostile": [], "config": []}
     status, code = "ok", 0

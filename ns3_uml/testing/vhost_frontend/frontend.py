@@ -412,6 +412,8 @@ class VhostUserFrontend(VhostUserTransport):
             return
         if vq.broken:
             return
+        if vq.event:
+            vq.event_triggered = True  # vring_interrupt(): until callbacks are re-enabled
         if vq.index == NET_RX_QUEUE:
             if self.opened:
                 self.napi_poll()

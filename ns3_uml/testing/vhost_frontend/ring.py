@@ -25,6 +25,7 @@ from ns3_uml.vhost_protocol import (
     VRING_USED_OFF_IDX,
     VRING_USED_OFF_RING,
     vring_layout,
+    vring_need_event,
 )
 from ns3_uml.testing.vhost_frontend.errors import RingBroken
 from ns3_uml.testing.vhost_frontend.memory import PAGE_SIZE, DriverMemory
@@ -52,11 +53,13 @@ class SplitQueue:
 
     Free descriptors form a LIFO list through a private ``next`` array (``desc_extra``), so
     descriptor numbers come out in the same order as Linux's; ``avail.idx`` is written after
-    every added buffer, kicks are batched by the caller.
+    every added buffer, kicks are batched by the caller. ``event_idx``: VIRTIO_F_EVENT_IDX
+    was negotiated (``vq->event``): kicks follow the device's avail_event, interrupts are
+    asked for through used_event only (the flags word is left alone).
     """
 
     def __init__(self, mem: DriverMemory, index: int, num: int, *, initial_index: int = 0,
-                 ring_base: int | None = None) -> None:
+                 ring_base: int | None = None, event_idx: bool = False) -> None:
         if num & (num - 1) or not 0 < num <= 32768:
             raise ValueError("queue size must be a power of two <= 32768")
         self.mem = mem
@@ -79,6 +82,8 @@ class SplitQueue:
         self.last_used_idx = initial_index & U16_MASK
         self.num_added = 0
         self.avail_flags_shadow = 0
+        self.event = event_idx
+        self.event_triggered = False
         self.state: dict[int, PostedChain] = {}
         self.broken = False
         self.broken_reason = ""
@@ -124,6 +129,11 @@ class SplitQueue:
     def used_event(self) -> int:
         """The driver's used_event word (EVENT_IDX)."""
         return self._r16(self.avail_addr + VRING_AVAIL_OFF_RING + 2 * self.num)
+
+    @property
+    def avail_event(self) -> int:
+        """The device's avail_event word (EVENT_IDX)."""
+        return self._r16(self.used_addr + VRING_USED_OFF_RING + VRING_USED_ELEM.size * self.num)
 
     @property
     def used_flags(self) -> int:
@@ -207,8 +217,12 @@ class SplitQueue:
         self.num_added += 1
 
     def kick_prepare(self) -> bool:
-        """``virtqueue_kick_prepare_split()`` without EVENT_IDX."""
+        """``virtqueue_kick_prepare_split()``."""
+        new = self.avail_idx_shadow
+        old = (new - self.num_added) & U16_MASK
         self.num_added = 0
+        if self.event:
+            return vring_need_event(self.avail_event, new, old)
         return not (self.used_flags & VRING_USED_F_NO_NOTIFY)
 
     def more_used(self) -> bool:
@@ -219,20 +233,29 @@ class SplitQueue:
         """``virtqueue_disable_cb_split()``: ask the device not to call."""
         if not self.avail_flags_shadow & VRING_AVAIL_F_NO_INTERRUPT:
             self.avail_flags_shadow |= VRING_AVAIL_F_NO_INTERRUPT
-            self.write_avail_flags(self.avail_flags_shadow)
+            if self.event_triggered:
+                return  # the device will not call again before it is re-enabled
+            if self.event:
+                self._write_used_event(0)  # Linux's "hack": used_event 0
+            else:
+                self.write_avail_flags(self.avail_flags_shadow)
 
     def enable_cb_prepare(self) -> None:
         """``virtqueue_enable_cb_prepare_split()``."""
+        self.event_triggered = False
         if self.avail_flags_shadow & VRING_AVAIL_F_NO_INTERRUPT:
             self.avail_flags_shadow &= ~VRING_AVAIL_F_NO_INTERRUPT
-            self.write_avail_flags(self.avail_flags_shadow)
+            if not self.event:
+                self.write_avail_flags(self.avail_flags_shadow)
         self._write_used_event(self.last_used_idx)
 
     def enable_cb_delayed(self) -> None:
         """``virtqueue_enable_cb_delayed_split()`` (used_event only matters with EVENT_IDX)."""
+        self.event_triggered = False
         if self.avail_flags_shadow & VRING_AVAIL_F_NO_INTERRUPT:
             self.avail_flags_shadow &= ~VRING_AVAIL_F_NO_INTERRUPT
-            self.write_avail_flags(self.avail_flags_shadow)
+            if not self.event:
+                self.write_avail_flags(self.avail_flags_shadow)
         bufs = ((self.avail_idx_shadow - self.last_used_idx) & U16_MASK) * 3 // 4
         self._write_used_event(self.last_used_idx + bufs)
 

@@ -28,6 +28,7 @@ from ns3_uml.vhost_protocol import (
     VRING_LOG_NONE,
     ProtocolFeature,
     Request,
+    VirtioFeature,
 )
 from ns3_uml.testing.vhost_frontend.connection import VhostUserConnection
 from ns3_uml.testing.vhost_frontend.errors import (
@@ -171,7 +172,8 @@ class VhostUserTransport(VhostUserConnection):
         inband = self.has_protocol(ProtocolFeature.INBAND_NOTIFICATIONS)
         backend_req = self.has_protocol(ProtocolFeature.BACKEND_REQ)
         for index in (NET_RX_QUEUE, NET_TX_QUEUE):
-            vq = SplitQueue(self.mem, index, self.queue_size, initial_index=self.initial_index)
+            vq = SplitQueue(self.mem, index, self.queue_size, initial_index=self.initial_index,
+                            event_idx=self.has_feature(VirtioFeature.RING_EVENT_IDX))
             self.queues.append(vq)
             if not inband:
                 self._kick_fds[index] = os.eventfd(0, 0)
