@@ -169,11 +169,13 @@ class Guest:
 
 
 class Sim:
-    """A calendar, two ns-3 nodes on one link, fake guests bridged to the first ``guests``."""
+    """A calendar, two ns-3 nodes on one link, fake guests bridged to the first ``guests``
+    (devices without offloads unless ``offloads``: these tests are about the plain device;
+    tests/test_offloads.py covers the offloads)."""
 
     def __init__(self, make_calendar: Any, tmp_path: Path, *, link: str = "csma",
                  guests: int = 2, clients: int | None = None, shm: bool = True,
-                 yield_timeout: float = 20.0) -> None:
+                 yield_timeout: float = 20.0, offloads: bool = False) -> None:
         self.tmp = tmp_path
         self.shm = shm
         self.cal = make_calendar(clients=guests if clients is None else clients,
@@ -194,7 +196,7 @@ class Sim:
         for i in range(guests):
             path = tmp_path / f"net{i}.sock"
             bridge = bridge_interface(self.nodes.Get(i), self.devices.Get(i), path,
-                                      CLIENT_IDS[i], guest_mac(i))
+                                      CLIENT_IDS[i], guest_mac(i), offloads=offloads)
             virtio = bridge.GetVirtioNetDevice()
             self.paths.append(path)
             self.bridges.append(bridge)

@@ -2,6 +2,7 @@
 #ifndef NS3_UML_VIRTIO_NET_DEVICE_H
 #define NS3_UML_VIRTIO_NET_DEVICE_H
 
+#include "gso-segmenter.h"
 #include "vhost-user-backend.h"
 
 #include "ns3/callback.h"
@@ -19,6 +20,9 @@ namespace ns3
  * A guest's network interface. TX: a kick is answered at once and the frames become ns-3
  * work at the guest's current simulated time. RX: frames go into the buffers the guest
  * posted and the guest is called in-band; without buffers they wait in a bounded queue.
+ * With Offloads the guest may hand over unchecksummed and GSO frames (up to 64 KiB): they
+ * enter ns-3 as the wire frames a TSO NIC would send (GsoSegmenter); frames for the guest
+ * are marked DATA_VALID (ns-3's checksums are real).
  */
 class VirtioNetDevice : public VhostUserBackend
 {
@@ -66,6 +70,9 @@ class VirtioNetDevice : public VhostUserBackend
     TracedCallback<Ptr<const Packet>> m_txTrace;
     TracedCallback<Ptr<const Packet>> m_rxTrace;
     TracedCallback<Ptr<const Packet>> m_dropTrace;
+    bool m_offloads;
+    GsoSegmenter m_segmenter;
+    std::vector<uint8_t> m_txBuffer; // the buffer being sent (kept: no allocation per frame)
 };
 
 } // namespace ns3
