@@ -7,6 +7,7 @@ alone (crafted frames through cppyy), and fake guests sending malformed GSO head
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import struct
@@ -229,3 +230,135 @@ def test_tcp_with_offloads_fills_the_link_with_valid_frames(uml_kernel: Path, tm
     sender = max(stats, key=lambda s: s.tcp_data)
     ids = [i for src, _, i in sender.ids if src == bytes([10, 0, 0, 1])]
     assert len(set(ids)) == len(ids)
+
+
+def test_tcp_over_ipv6_with_offloads(uml_kernel: Path, tmp_path: Path) -> None:
+    # Simulation addresses links with IPv4 only; the guests add IPv6 addresses themselves
+    # (DAD is off in guests) and iperf3 runs over them.
+    with nu.Simulation(tmp_path / "run", seed=1) as sim:
+        a, b = sim.add_node("a"), sim.add_node("b")
+        sim.point_to_point("a", "b", rate=f"{RATE}bps", delay="10ms")
+        a.run("ip -6 addr add fd00::1/64 dev eth0 nodad")
+        b.run("ip -6 addr add fd00::2/64 dev eth0 nodad")
+        _iperf_pair(sim, "b", "a", "fd00::2", extra="-6")
+        sim.run(until="30s")
+        received = _goodput(sim, "a")
+        stats = assert_valid(_pcap_paths(sim))
+    assert max(s.ipv6_tcp for s in stats) >= 100
+    # IPv6 header 40 bytes: MSS 1428 with timestamps.
+    allowed = RATE * (MTU - 40 - 32) / (MTU + 2)
+    assert received == pytest.approx(allowed, rel=0.05), (received, allowed)
+    _gso_was_used(sim, "a", stats)
+
+
+def _wifi_goodput(tmp_path: Path, offloads: bool) -> tuple[float, list[PcapStats]]:
+    with nu.Simulation(tmp_path / f"run-{offloads}", seed=1, ipv6=False,
+                       offloads=offloads) as sim:
+        sim.add_node("ap")
+        sim.add_node("sta")
+        sim.wifi(["sta"], ap="ap", data_mode="OfdmRate24Mbps")
+        _iperf_pair(sim, "ap", "sta", sim.node("ap").ip, seconds=3)
+        sim.run(until="30s")
+        return _goodput(sim, "sta"), assert_valid(_pcap_paths(sim))
+
+
+def test_tcp_over_wifi_with_offloads(uml_kernel: Path, tmp_path: Path) -> None:
+    on, stats = _wifi_goodput(tmp_path, True)
+    off, _ = _wifi_goodput(tmp_path, False)
+    # The Wi-Fi MAC's overhead has no simple formula: offloads must not change the goodput.
+    assert on == pytest.approx(off, rel=0.05), (on, off)
+    assert on > 10e6, on
+
+
+_BULK_TO_GUEST = 1_000_000
+# ns-3 sends no MSS option: Linux then sends it 536-byte segments, slowly.
+_GUEST_TO_NATIVE = 1_000_000
+# Runs in the guest: receive the native node's bulk data, then send it a bulk of its own.
+_GUEST_TCP = """
+import fcntl, socket, struct, sys, termios, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("", 5000))
+srv.listen(1)
+conn, _ = srv.accept()
+got = 0
+while True:
+    b = conn.recv(65536)
+    if not b:
+        break
+    got += len(b)
+print(got)
+out = socket.create_connection((sys.argv[1], 9))
+out.sendall(bytes(int(sys.argv[2])))
+while struct.unpack("i", fcntl.ioctl(out, termios.TIOCOUTQ, bytes(4)))[0]:
+    time.sleep(0.05)  # until every byte is acknowledged: then the guest may power off
+out.close()
+"""
+
+
+@contextlib.contextmanager
+def _ns3_tcp_mss(ns: Any) -> Iterator[None]:
+    """ns-3's TCP sending full-size segments (its default, 536, makes a bulk transfer
+    crawl); process-wide, so put back afterwards."""
+    ns.Config.SetDefault("ns3::TcpSocket::SegmentSize", ns.UintegerValue(MSS))
+    try:
+        yield
+    finally:
+        ns.Config.SetDefault("ns3::TcpSocket::SegmentSize", ns.UintegerValue(536))
+
+
+def test_native_node_exchanges_tcp_with_a_guest(uml_kernel: Path, tmp_path: Path) -> None:
+    import shlex
+
+    with nu.Simulation(tmp_path / "run", seed=1, ipv6=False) as sim, _ns3_tcp_mss(sim.ns):
+        ns = sim.ns
+        g = sim.add_node("g")
+        native = sim.add_native_node("n")
+        sim.csma(["g", "n"], rate="100Mbps", delay="1ms")
+        g.run(f"python3 -c {shlex.quote(_GUEST_TCP)} {native.ip} {_GUEST_TO_NATIVE}",
+              name="tcp")
+        sink = ns.PacketSinkHelper("ns3::TcpSocketFactory",
+                                   ns.InetSocketAddress(ns.Ipv4Address.GetAny(), 9).ConvertTo())
+        sinks = sink.Install(native.ns3_node)
+        sinks.Start(ns.Seconds(0))
+        bulk = ns.BulkSendHelper("ns3::TcpSocketFactory",
+                                 ns.InetSocketAddress(ns.Ipv4Address(g.ip), 5000).ConvertTo())
+        bulk.SetAttribute("MaxBytes", ns.UintegerValue(_BULK_TO_GUEST))
+        apps = bulk.Install(native.ns3_node)
+        apps.Start(ns.Seconds(3))  # the guest listens by then
+        sim.run(until="30s")
+        r = g.result("tcp")
+        assert r.returncode == 0, r.stderr
+        assert int(r.stdout) == _BULK_TO_GUEST
+        received = sinks.Get(0).GetObject[ns.PacketSink]().GetTotalRx()
+        assert received == _GUEST_TO_NATIVE
+        stats = assert_valid(_pcap_paths(sim))
+    assert max(s.largest_l3 for s in stats) == MTU  # ns-3's full segments reached the guest
+
+
+def test_offloads_repeat_bit_for_bit(uml_kernel: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    digests = []
+    for attempt in range(2):
+        # The second time with the other core busy: host load must change nothing.
+        hog = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
+               if attempt else None)
+        try:
+            with nu.Simulation(tmp_path / f"run{attempt}", seed=1, ipv6=False) as sim:
+                sim.add_node("a")
+                sim.add_node("b")
+                sim.csma(["a", "b"], rate="100Mbps", delay="0.1ms")
+                _iperf_pair(sim, "b", "a", sim.node("b").ip, seconds=2)
+                sim.run(until="20s")
+                paths = _pcap_paths(sim)
+                out = sim.node("a").result("iperf").stdout
+        finally:
+            if hog:
+                hog.kill()
+                hog.wait()
+        assert_valid(paths)
+        digests.append(([hashlib.sha256(p.read_bytes()).hexdigest() for p in paths],
+                        json.loads(out)["end"]["sum_received"]["bytes"]))
+    assert digests[0] == digests[1]
