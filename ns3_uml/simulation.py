@@ -53,7 +53,7 @@ class Simulation:
     1970 (default: the calendar's fixed epoch). ``offloads`` lets the guests' interfaces
     skip checksums and hand over TCP/UDP frames of up to 64 KiB (TSO/USO, as on a NIC):
     they enter ns-3 as MTU-sized wire frames with valid checksums, so links, pcaps and
-    native nodes see ordinary frames; much faster for bulk traffic. ``offloads=False``
+    native nodes see ordinary frames; fewer crossings for bulk senders. ``offloads=False``
     offers none (every frame crosses as the guest's stack built it).
 
     Use it as a context manager (or call ``close()``) so that its guests, sockets and ns-3
