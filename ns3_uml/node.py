@@ -33,6 +33,8 @@ class NodeContext:
     check_building: Callable[[], None]
     #: A short path for a vhost-user socket called ``tag`` (Unix socket paths are short).
     socket_path: Callable[[str], Path]
+    #: Whether guests' interfaces offer checksum offload and TSO/USO unless a node says.
+    offloads: bool = True
 
 
 class Node:
@@ -99,7 +101,7 @@ class UmlNode(Node):
 
     def __init__(self, context: NodeContext, name: str, index: int, memory: str, *,
                  stop_at: float | str | None = None,
-                 kernel_args: Sequence[str] = (),
+                 kernel_args: Sequence[str] = (), offloads: bool | None = None,
                  rx_coalesce: str | float | None = None,
                  rx_coalesce_frames: int = 0) -> None:
         super().__init__(context, name)
@@ -118,6 +120,8 @@ class UmlNode(Node):
         self.virtio_devices: list[Any] = []
         #: The guest's position among the simulation's guests (its MACs derive from it).
         self.index = index
+        #: Whether its interfaces offer checksum offload and TSO/USO (``bridge_interface``).
+        self.offloads = context.offloads if offloads is None else offloads
         #: How the guest boots and what it runs; the node's other fields are views of it.
         self.config = GuestConfig(
             name=name, client_id=index + 1, tt_socket=context.calendar_socket,
@@ -200,13 +204,10 @@ class UmlNode(Node):
         k = len(self.interfaces)
         socket = self._context.socket_path(f"{self.index}-{k}")
         port = bridge_interface(self.ns3_node, device, socket, self.client_id,
-                                guest_mac(self.index, k))
-        virtio = port.GetVirtioNetDevice()
-        if self.rx_coalesce_ns:
-            ns = self._context.ns
-            virtio.SetAttribute("RxCoalesceTime", ns.TimeValue(ns.NanoSeconds(self.rx_coalesce_ns)))
-            virtio.SetAttribute("RxCoalesceFrames", ns.UintegerValue(self.rx_coalesce_frames))
-        self.virtio_devices.append(virtio)
+                                guest_mac(self.index, k), offloads=self.offloads,
+                                rx_coalesce_ns=self.rx_coalesce_ns,
+                                rx_coalesce_frames=self.rx_coalesce_frames)
+        self.virtio_devices.append(port.GetVirtioNetDevice())
         self.interfaces.append(InterfaceConfig(socket, ipv4=ip, ipv6=ipv6, mtu=mtu))
         if ip is not None:
             self.addresses.append(ipaddress.IPv4Interface(ip))

@@ -50,7 +50,11 @@ class Simulation:
     solicitations share the links with what you measure); ``yield_timeout`` is how long
     (wall seconds) a guest may run without yielding before it counts as hung;
     ``tod_epoch_ns`` is the guests' wall clock (time of day) at simulated 0, in ns since
-    1970 (default: the calendar's fixed epoch).
+    1970 (default: the calendar's fixed epoch). ``offloads`` lets the guests' interfaces
+    skip checksums and hand over TCP/UDP frames of up to 64 KiB (TSO/USO, as on a NIC):
+    they enter ns-3 as MTU-sized wire frames with valid checksums, so links, pcaps and
+    native nodes see ordinary frames; fewer crossings for bulk senders. ``offloads=False``
+    offers none (every frame crosses as the guest's stack built it).
 
     Use it as a context manager (or call ``close()``) so that its guests, sockets and ns-3
     state are gone when you are done.
@@ -60,7 +64,8 @@ class Simulation:
 
     def __init__(self, workdir: str | os.PathLike[str] = "runs/sim", seed: int = 1, *,
                  shared_memory: bool = True, memory: str = "64M", ipv6: bool = True,
-                 yield_timeout: float = 120.0, tod_epoch_ns: int | None = None) -> None:
+                 yield_timeout: float = 120.0, tod_epoch_ns: int | None = None,
+                 offloads: bool = True) -> None:
         if Simulation._open is not None:
             raise RuntimeError(
                 f"a Simulation is already open in this process (workdir "
@@ -74,6 +79,8 @@ class Simulation:
         self.seed = seed
         self.memory = memory
         self.ipv6 = ipv6
+        #: Whether guests' interfaces offer offloads unless ``add_node`` says otherwise.
+        self.offloads = offloads
         # Unix socket paths are limited to 107 bytes: keep them in a short private dir.
         self._sockdir = Path(tempfile.mkdtemp(prefix="ns3-uml-"))
         try:
@@ -101,7 +108,7 @@ class Simulation:
         self._closed = False
         # All that nodes see of the simulation.
         self._node_context = NodeContext(self.ns, self.workdir, seed, self.calendar.socket_path,
-                                         self._check_building, self._socket_path)
+                                         self._check_building, self._socket_path, offloads)
         Simulation._open = self
 
     def __repr__(self) -> str:
@@ -111,7 +118,8 @@ class Simulation:
     def add_node(self, name: str, run: Iterable[str] | None = None,
                  memory: str | None = None, sysctls: dict[str, str] | None = None,
                  ipv6: bool | None = None, *, stop_at: str | float | None = None,
-                 kernel_args: Sequence[str] = (), rx_coalesce: str | float | None = None,
+                 kernel_args: Sequence[str] = (), offloads: bool | None = None,
+                 rx_coalesce: str | float | None = None,
                  rx_coalesce_frames: int = 0) -> UmlNode:
         """A new guest named ``name`` (also its hostname) that runs the shell commands
         ``run`` one after the other from 1 s of simulated uptime. More commands, with start
@@ -126,11 +134,13 @@ class Simulation:
         interrupt for all, which saves wall time on bulk traffic but adds up to that much
         to every received frame's latency (a ping between two coalescing guests: up to
         twice). ``rx_coalesce_frames``: with it, the window also ends once that many frames
-        wait (rx-frames)."""
+        wait (rx-frames).
+        ``offloads``: whether its interfaces offer checksum offload and TSO/USO (default:
+        the simulation's ``offloads``)."""
         self._check_name(name)
         node = UmlNode(self._node_context, name, len(self._guests), memory or self.memory,
-                       stop_at=stop_at, kernel_args=kernel_args, rx_coalesce=rx_coalesce,
-                       rx_coalesce_frames=rx_coalesce_frames)
+                       stop_at=stop_at, kernel_args=kernel_args, offloads=offloads,
+                       rx_coalesce=rx_coalesce, rx_coalesce_frames=rx_coalesce_frames)
         if not (self.ipv6 if ipv6 is None else ipv6):
             node.sysctls.update(IPV6_OFF_SYSCTLS)
         node.sysctls.update(sysctls or {})

@@ -169,12 +169,15 @@ class Guest:
 
 
 class Sim:
-    """A calendar, two ns-3 nodes on one link, fake guests bridged to the first ``guests``."""
+    """A calendar, two ns-3 nodes on one link, fake guests bridged to the first ``guests``
+    (devices without offloads unless ``offloads``: these tests are about the plain device;
+    tests/test_offloads.py covers the offloads)."""
 
     def __init__(self, make_calendar: Any, tmp_path: Path, *, link: str = "csma",
                  guests: int = 2, clients: int | None = None, shm: bool = True,
                  yield_timeout: float = 20.0, event_idx: bool = False,
-                 rx_coalesce_ns: int = 0, rx_coalesce_frames: int = 0) -> None:
+                 rx_coalesce_ns: int = 0, rx_coalesce_frames: int = 0,
+                 offloads: bool = False) -> None:
         self.tmp = tmp_path
         self.shm = shm
         self.cal = make_calendar(clients=guests if clients is None else clients,
@@ -195,7 +198,7 @@ class Sim:
         for i in range(guests):
             path = tmp_path / f"net{i}.sock"
             bridge = bridge_interface(self.nodes.Get(i), self.devices.Get(i), path,
-                                      CLIENT_IDS[i], guest_mac(i))
+                                      CLIENT_IDS[i], guest_mac(i), offloads=offloads)
             virtio = bridge.GetVirtioNetDevice()
             # The tests below were written for rings without EVENT_IDX (the flags words);
             # the EVENT_IDX tests ask for it.

@@ -1,5 +1,7 @@
 #include "uml-bridge-net-device.h"
 
+#include "frame-bytes.h"
+
 #include "ns3/channel.h"
 #include "ns3/log.h"
 #include "ns3/trace-source-accessor.h"
@@ -14,46 +16,11 @@ NS_OBJECT_ENSURE_REGISTERED(UmlBridgeNetDevice);
 
 namespace
 {
-constexpr uint16_t ETH_P_IP = 0x0800;
-constexpr uint16_t ETH_P_ARP = 0x0806;
-constexpr uint16_t ETH_P_IPV6 = 0x86DD;
-constexpr size_t ETH_HLEN = 14;
+using namespace framebytes;
 constexpr size_t ARP_LEN = 28;
-constexpr size_t IPV6_HLEN = 40;
-constexpr uint8_t IPPROTO_ICMPV6 = 58;
 constexpr uint8_t ND_NEIGHBOR_SOLICIT = 135;
 constexpr uint8_t ND_NEIGHBOR_ADVERT = 136;
 
-uint16_t
-Be16(const uint8_t* p)
-{
-    return static_cast<uint16_t>(p[0] << 8 | p[1]);
-}
-
-void
-PutBe16(uint8_t* p, uint16_t v)
-{
-    p[0] = static_cast<uint8_t>(v >> 8);
-    p[1] = static_cast<uint8_t>(v);
-}
-
-uint16_t
-Checksum(const uint8_t* data, size_t len, uint32_t sum)
-{
-    for (size_t i = 0; i + 1 < len; i += 2)
-    {
-        sum += Be16(data + i);
-    }
-    if (len & 1)
-    {
-        sum += static_cast<uint32_t>(data[len - 1]) << 8;
-    }
-    while (sum >> 16)
-    {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    return static_cast<uint16_t>(~sum);
-}
 } // namespace
 
 TypeId
@@ -311,7 +278,7 @@ UmlBridgeNetDevice::AnswerNeighbourSolicitation(const uint8_t* eth, size_t len)
         pseudo += Be16(reply + 8 + i);
     }
     pseudo += 32 + IPPROTO_ICMPV6;
-    PutBe16(icmp + 2, Checksum(icmp, 32, pseudo));
+    PutBe16(icmp + 2, ChecksumFinish(ChecksumAdd(icmp, 32, pseudo)));
     ToGuest(m_guestMac, m_peerMac, ETH_P_IPV6, Create<Packet>(reply, sizeof(reply)));
     return true;
 }

@@ -121,10 +121,15 @@ static_assert(sizeof(MemTable) == 72);
 
 // Virtio device features (transport and net)
 constexpr uint64_t VIRTIO_NET_F_CSUM = 1ULL << 0;
+constexpr uint64_t VIRTIO_NET_F_GUEST_CSUM = 1ULL << 1;
 constexpr uint64_t VIRTIO_NET_F_MTU = 1ULL << 3;
 constexpr uint64_t VIRTIO_NET_F_MAC = 1ULL << 5;
+constexpr uint64_t VIRTIO_NET_F_HOST_TSO4 = 1ULL << 11;
+constexpr uint64_t VIRTIO_NET_F_HOST_TSO6 = 1ULL << 12;
+constexpr uint64_t VIRTIO_NET_F_HOST_ECN = 1ULL << 13;
 constexpr uint64_t VIRTIO_NET_F_MRG_RXBUF = 1ULL << 15;
 constexpr uint64_t VIRTIO_NET_F_STATUS = 1ULL << 16;
+constexpr uint64_t VIRTIO_NET_F_HOST_USO = 1ULL << 56;
 constexpr uint64_t VIRTIO_F_INDIRECT_DESC = 1ULL << 28;
 constexpr uint64_t VIRTIO_F_EVENT_IDX = 1ULL << 29;
 constexpr uint64_t VIRTIO_F_VERSION_1 = 1ULL << 32;
@@ -168,6 +173,28 @@ constexpr size_t NET_HDR_SIZE = 12; // with VERSION_1: num_buffers included
 constexpr size_t NET_RX_QUEUE = 0;
 constexpr size_t NET_TX_QUEUE = 1;
 constexpr size_t ETH_MAX_FRAME = 1514; // without FCS: 1500 + 14
+constexpr uint16_t NET_MTU = 1500;      // the link MTU the device gives (config space)
+
+// virtio-net header (struct virtio_net_hdr_v1): u8 flags, u8 gso_type, le16 hdr_len,
+// le16 gso_size, le16 csum_start, le16 csum_offset, le16 num_buffers.
+constexpr size_t NET_HDR_OFF_FLAGS = 0;
+constexpr size_t NET_HDR_OFF_GSO_TYPE = 1;
+constexpr size_t NET_HDR_OFF_HDR_LEN = 2;
+constexpr size_t NET_HDR_OFF_GSO_SIZE = 4;
+constexpr size_t NET_HDR_OFF_CSUM_START = 6;
+constexpr size_t NET_HDR_OFF_CSUM_OFFSET = 8;
+constexpr size_t NET_HDR_OFF_NUM_BUFFERS = 10;
+constexpr uint8_t NET_HDR_F_NEEDS_CSUM = 1;
+constexpr uint8_t NET_HDR_F_DATA_VALID = 2;
+constexpr uint8_t NET_HDR_F_RSC_INFO = 4;
+constexpr uint8_t NET_HDR_GSO_NONE = 0;
+constexpr uint8_t NET_HDR_GSO_TCPV4 = 1;
+constexpr uint8_t NET_HDR_GSO_UDP = 3; // UFO (IP fragmentation): never offered
+constexpr uint8_t NET_HDR_GSO_TCPV6 = 4;
+constexpr uint8_t NET_HDR_GSO_UDP_L4 = 5;
+constexpr uint8_t NET_HDR_GSO_ECN = 0x80;
+// The largest GSO frame: an 802.1Q tag, and an IPv6 header besides 64 KiB of payload length.
+constexpr size_t NET_MAX_GSO_FRAME = 14 + 4 + 40 + 65535;
 
 struct NetConfig
 {

@@ -2,6 +2,7 @@
 #ifndef NS3_UML_VIRTIO_NET_DEVICE_H
 #define NS3_UML_VIRTIO_NET_DEVICE_H
 
+#include "gso-segmenter.h"
 #include "vhost-user-backend.h"
 
 #include "ns3/callback.h"
@@ -23,6 +24,9 @@ namespace ns3
  * Every frame due at the same simulated time is written before one call; with receive
  * coalescing (RxCoalesceTime, RxCoalesceFrames, as ethtool's rx-usecs and rx-frames) frames
  * wait for the end of a window and reach the guest together.
+ * With Offloads the guest may hand over unchecksummed and GSO frames (up to 64 KiB): they
+ * enter ns-3 as the wire frames a TSO NIC would send (GsoSegmenter); frames for the guest
+ * are marked DATA_VALID (ns-3's checksums are real).
  */
 class VirtioNetDevice : public VhostUserBackend
 {
@@ -40,7 +44,7 @@ class VirtioNetDevice : public VhostUserBackend
      * with ns-3's own devices (the bridge sets it). */
     void SetContext(uint32_t context);
     uint32_t GetContext() const;
-    /** Frames the guest sent (for the benchmark). */
+    /** Wire frames the guest sent, after segmentation (for the benchmark). */
     uint64_t GetTxFrameCount() const;
     /** Frames written into the guest's buffers (for the benchmark). */
     uint64_t GetRxFrameCount() const;
@@ -83,6 +87,9 @@ class VirtioNetDevice : public VhostUserBackend
     uint32_t m_rxCoalesceFrames;
     uint64_t m_txFrames;
     uint64_t m_rxFrames;
+    bool m_offloads;
+    GsoSegmenter m_segmenter;
+    std::vector<uint8_t> m_txBuffer; // the buffer being sent (kept: no allocation per frame)
 };
 
 } // namespace ns3

@@ -7,6 +7,9 @@ process, driven by a JSON script, as a UML guest's virtio-net interface would be
         --out FILE [--no-shm] [--initial-index N] [--queue-size N] [--protocol-mask M]
         [--features F]
 
+``--features`` adds device features to accept (e.g. the offloads, to send GSO frames with
+hand-made headers through ``chain`` steps).
+
 Like UML, the front-end only talks to its device while the client runs (a kick is preceded by
 propagate_time), and device interrupts (VRING_CALL on the backend channel) are taken as
 time-travel IRQs: while waiting for RUN the channel is watched with the time socket, each call
@@ -171,7 +174,8 @@ def run(args: argparse.Namespace, steps: list[dict[str, Any]], out: dict[str, An
     def frontend() -> GuestFrontend:
         return GuestFrontend(args.vhost, mem_size=16 << 20, tt=tt, timeout=10.0,
                              queue_size=args.queue_size, initial_index=args.initial_index,
-                             protocol_features=args.protocol_mask, features=args.features,
+                             protocol_features=args.protocol_mask,
+                             features=DEFAULT_ACCEPTED_FEATURES | args.features,
                              strict=args.protocol_mask == UML_PROTOCOL_FEATURES)
 
     fe = frontend()
@@ -278,9 +282,9 @@ def main() -> int:
     parser.add_argument("--queue-size", type=int, default=UML_QUEUE_SIZE)
     parser.add_argument("--protocol-mask", type=lambda s: int(s, 0),
                         default=UML_PROTOCOL_FEATURES)
-    parser.add_argument("--features", type=lambda s: int(s, 0),
-                        default=DEFAULT_ACCEPTED_FEATURES,
-                        help="device features the front-end accepts (e.g. with EVENT_IDX)")
+    parser.add_argument("--features", type=lambda s: int(s, 0), default=0,
+                        help="device features to accept beyond the defaults "
+                             "(EVENT_IDX, offloads)")
     args = parser.parse_args()
     out: dict[str, Any] = {"rx": [], "tx": [], "hostile": [], "config": []}
     status, code = "ok", 0
