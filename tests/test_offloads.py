@@ -21,6 +21,7 @@ import ns3_uml
 import ns3_uml as nu
 from ns3_uml import CalendarError
 from ns3_uml import vhost_protocol as vp
+from pcapfile import read_pcap
 
 # The fake-guest set-up of the plain device's tests (the fixture and the script steps).
 from test_vhost_backend import (CLIENT_IDS, CONNECT, _compiled_helpers, chain,  # noqa: F401
@@ -106,17 +107,11 @@ def _l3_of(linktype: int, frame: bytes) -> tuple[int, bytes, int] | None:
 def check_pcap(path: Path) -> PcapStats:
     """Parse a pcap: every IP frame no larger than the MTU, with valid IPv4 header checksums,
     consistent lengths and valid TCP/UDP checksums (IPv4 and IPv6)."""
-    data = path.read_bytes()
-    magic, _, _, _, _, _, linktype = struct.unpack("<IHHiIII", data[:24])
-    assert magic in (0xA1B2C3D4, 0xA1B23C4D), path
+    linktype, records = read_pcap(path)
     stats = PcapStats()
-    pos = 24
-    while pos < len(data):
-        _, _, incl, orig = struct.unpack("<IIII", data[pos:pos + 16])
-        frame = data[pos + 16:pos + 16 + incl]
-        pos += 16 + incl
+    for frame, orig in records:
         stats.frames += 1
-        assert incl == orig, f"{path}: frame {stats.frames} truncated in the capture"
+        assert len(frame) == orig, f"{path}: frame {stats.frames} truncated in the capture"
         got = _l3_of(linktype, frame)
         if got is None:
             continue

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from leftovers import processes_mentioning
+from pcapfile import read_pcap
 
 from ns3_uml.simulation import GuestError, Simulation
 
@@ -127,14 +127,7 @@ def test_results_table_pcaps_and_a_command_missing_in_the_guest(uml_kernel, tmp_
 
 def _pcap_frames(path: Path) -> list[bytes]:
     """The frames of a pcap file (classic format, as ns-3 writes it)."""
-    data = path.read_bytes()
-    assert len(data) >= 24 and struct.unpack_from("<I", data)[0] == 0xA1B2C3D4, path
-    frames, offset = [], 24
-    while offset + 16 <= len(data):
-        length = struct.unpack_from("<I", data, offset + 8)[0]
-        frames.append(data[offset + 16:offset + 16 + length])
-        offset += 16 + length
-    return frames
+    return [frame for frame, _ in read_pcap(path)[1]]
 
 
 def test_mistaken_scripts_get_clear_errors(uml_kernel, tmp_path):
