@@ -18,6 +18,8 @@ def read_pcap(path: Path) -> tuple[int, list[tuple[bytes, int]]]:
     records, offset = [], 24
     while offset + 16 <= len(data):
         incl, orig = struct.unpack_from("<II", data, offset + 8)
+        assert offset + 16 + incl <= len(data), (
+            f"{path}: record {len(records) + 1} cut short (read before its Simulation closed?)")
         records.append((data[offset + 16:offset + 16 + incl], orig))
         offset += 16 + incl
     return linktype, records

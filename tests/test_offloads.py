@@ -217,7 +217,8 @@ def _tcp_pair(tmp_path: Path, link: str, offloads: bool = True
             sim.csma(["a", "b"], rate=f"{RATE}bps", delay="0.1ms")
         _iperf_pair(sim, "b", "a", sim.node("b").ip)
         sim.run(until="30s")
-        return sim, _goodput(sim, "a"), assert_valid(_pcap_paths(sim))
+        received = _goodput(sim, "a")
+    return sim, received, assert_valid(_pcap_paths(sim))  # complete once the sim is closed
 
 
 def test_tcp_with_offloads_fills_a_point_to_point_link_with_valid_frames(
@@ -257,7 +258,7 @@ def test_tcp_over_ipv6_with_offloads(uml_kernel: Path, tmp_path: Path) -> None:
         _iperf_pair(sim, "b", "a", "fd00::2", extra="-6")
         sim.run(until="30s")
         received = _goodput(sim, "a")
-        stats = assert_valid(_pcap_paths(sim))
+    stats = assert_valid(_pcap_paths(sim))
     assert max(s.ipv6_tcp for s in stats) >= 100
     # IPv6 header 40 bytes: MSS 1428 with timestamps.
     allowed = RATE * (MTU - 40 - 32) / (MTU + 2)
@@ -273,7 +274,8 @@ def _wifi_goodput(tmp_path: Path, offloads: bool) -> tuple[float, list[PcapStats
         sim.wifi(["sta"], ap="ap", data_mode="OfdmRate24Mbps")
         _iperf_pair(sim, "ap", "sta", sim.node("ap").ip, seconds=3)
         sim.run(until="30s")
-        return _goodput(sim, "sta"), assert_valid(_pcap_paths(sim))
+        received = _goodput(sim, "sta")
+    return received, assert_valid(_pcap_paths(sim))
 
 
 def test_tcp_over_wifi_with_offloads(uml_kernel: Path, tmp_path: Path) -> None:
@@ -346,7 +348,7 @@ def test_native_node_exchanges_tcp_with_a_guest(uml_kernel: Path, tmp_path: Path
         assert int(r.stdout) == _BULK_TO_GUEST
         received = sinks.Get(0).GetObject[ns.PacketSink]().GetTotalRx()
         assert received == _GUEST_TO_NATIVE
-        stats = assert_valid(_pcap_paths(sim))
+    stats = assert_valid(_pcap_paths(sim))
     assert max(s.largest_l3 for s in stats) == MTU  # ns-3's full segments reached the guest
 
 
