@@ -198,13 +198,13 @@ class Sim:
         for i in range(guests):
             path = tmp_path / f"net{i}.sock"
             bridge = bridge_interface(self.nodes.Get(i), self.devices.Get(i), path,
-                                      CLIENT_IDS[i], guest_mac(i), offloads=offloads)
+                                      CLIENT_IDS[i], guest_mac(i), offloads=offloads,
+                                      rx_coalesce_ns=rx_coalesce_ns,
+                                      rx_coalesce_frames=rx_coalesce_frames)
             virtio = bridge.GetVirtioNetDevice()
             # The tests below were written for rings without EVENT_IDX (the flags words);
             # the EVENT_IDX tests ask for it.
             virtio.SetAttribute("EventIdx", ns.BooleanValue(event_idx))
-            virtio.SetAttribute("RxCoalesceTime", ns.TimeValue(ns.NanoSeconds(rx_coalesce_ns)))
-            virtio.SetAttribute("RxCoalesceFrames", ns.UintegerValue(rx_coalesce_frames))
             self.paths.append(path)
             self.bridges.append(bridge)
             self.virtio.append(virtio)
