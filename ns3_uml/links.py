@@ -30,20 +30,17 @@ _SNIFFERS = {
 def capture(ns: Any, kind: str, device: Any, path: str, promiscuous: bool,
             helper: Any) -> Any:
     """Write ``device``'s frames to the pcap file ``path``. For point-to-point and CSMA the
-    file is opened here and returned: ns-3 flushes a capture only when its last reference
-    goes, and a device a script still holds keeps it, so ``Close()`` it after the run.
-    Other kinds go through their ``helper`` (returns None)."""
+    file is our ``BufferedPcapFile`` (ns-3's own writes every frame of 1 KiB or more with a
+    system call of its own), opened here and returned: ``Close()`` it after the run. Other
+    kinds go through their ``helper`` (returns None)."""
     if kind not in _SNIFFERS:
         helper.EnablePcap(path, device, promiscuous, True)  # True: an explicit file name
         return None
-    import cppyy  # noqa: PLC0415
-
     type_name, link_type, promiscuous_trace, own_trace = _SNIFFERS[kind]
-    device_type = getattr(ns, type_name)
-    pcap = ns.PcapHelper()
-    file = pcap.CreateFile(path, cppyy.gbl.std.ios.out, getattr(ns.PcapHelper, link_type))
-    pcap.HookDefaultSink[device_type](device.GetObject[device_type](),
-                                      promiscuous_trace if promiscuous else own_trace, file)
+    file = ns.CreateObject[ns.BufferedPcapFile]()
+    file.Open(path, getattr(ns.PcapHelper, link_type))
+    if not file.Capture(device, promiscuous_trace if promiscuous else own_trace):
+        raise TypeError(f"{device.GetInstanceTypeId().GetName()} is not a {type_name}")
     return file
 
 

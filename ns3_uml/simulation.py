@@ -309,6 +309,10 @@ class Simulation:
         except BaseException:
             self._kill_guests()
             raise
+        finally:
+            # The captures are whole on disk once run() returns, however it ends.
+            for file in self._pcap_files:
+                file.Flush()
         # Guests that reached the end powered off by themselves; at `until` the rest stop.
         self._kill_guests()
         return summary

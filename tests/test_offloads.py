@@ -235,6 +235,32 @@ def test_tcp_with_offloads_fills_a_point_to_point_link_with_valid_frames(
     assert len(set(ids)) == len(ids)
 
 
+def test_tcp_through_a_small_device_queue_loses_nothing(uml_kernel: Path,
+                                                         tmp_path: Path) -> None:
+    # The sender's GSO bursts (up to 45 segments) meet a device queue of 10 frames: with
+    # the bridge's flow control the guest's own queueing holds what does not fit, so no
+    # segment is lost and TCP never retransmits.
+    with nu.Simulation(tmp_path, seed=1, ipv6=False) as sim:
+        sim.add_node("a")
+        sim.add_node("b")
+        devices = sim.point_to_point("a", "b", rate="1Gbps", delay="0.1ms")
+        queues = [devices.Get(i).GetQueue() for i in range(2)]
+        for q in queues:
+            q.SetMaxSize(sim.ns.QueueSize("10p"))
+        sim.node("b").run("iperf3 -s -1", background=True, name="server")
+        sim.node("a").run(f"iperf3 -c {sim.node('b').ip} -n 8M -J", at="1.5s", name="iperf")
+        sim.node("a").run(TX_PACKETS, name="tx_packets")
+        sim.run(until="30s")
+        r = sim.node("a").result("iperf")
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr
+        end = json.loads(r.stdout)["end"]
+        assert end["sum_sent"]["retransmits"] == 0
+        assert [int(q.GetTotalDroppedPackets()) for q in queues] == [0, 0]
+        assert int(queues[0].GetTotalReceivedPackets()) > 8e6 / MSS
+    stats = assert_valid(_pcap_paths(sim))
+    _gso_was_used(sim, "a", stats)
+
+
 def test_tcp_with_offloads_over_csma(uml_kernel: Path, tmp_path: Path) -> None:
     # CSMA is one half-duplex channel: the ACKs contend with the data (back-offs), so TCP
     # gets about 7.6 of the 10 Mbit/s with or without offloads. Offloads must change
@@ -628,6 +654,41 @@ def test_fake_guest_gso_frame_enters_ns3_as_segments(sim: Any) -> None:
     assert [t for t, _ in sent] == [2000] * 8
     assert sent == [(2000, f) for f in _segment(ALL_OFFLOADS, header + frame)]
     assert len(s.trace("link.MacTx0")) == 8
+
+
+@pytest.mark.parametrize("flow_control", [True, False])
+def test_fake_guest_gso_burst_waits_for_room_in_the_device_queue(sim: Any,
+                                                                  flow_control: bool) -> None:
+    # A device queue of 3 frames and a GSO frame of 8 segments. With flow control (the
+    # default) the bridge hands a segment over only while the queue has room, as a NIC's
+    # ring: all 8 go on the wire, the later ones as the link frees the queue. Without it
+    # the queue drops what does not fit.
+    s = sim(link="p2p", guests=1, offloads=True)
+    s.bridges[0].SetAttribute("FlowControl", s.ns.BooleanValue(flow_control))
+    queue = s.devices.Get(0).GetQueue()
+    queue.SetMaxSize(s.ns.QueueSize("3p"))
+    frame = _ipv4_tcp_frame(bytes(range(256)) * 40, TCP_ACK | TCP_PSH)
+    frame = mac(1) + mac(0) + frame[12:]
+    header = _hdr(_NEEDS, _TCP4, 66, 1448, 34, 16)
+    g = s.start(0, [sleep(1000), CONNECT, sleep(1000), _gso_chain(header + frame),
+                    sleep(1_000_000)], features=hex(ALL_OFFLOADS))
+    s.run()
+    g.ok()
+    segments = _segment(ALL_OFFLOADS, header + frame)
+    sent = s.trace("GuestTx0")
+    if not flow_control:
+        assert [t for t, _ in sent] == [2000] * 8
+        # one in transmission, three queued, the rest dropped
+        assert int(queue.GetTotalDroppedPackets()) == 8 - 1 - 3
+        return
+    assert int(queue.GetTotalDroppedPackets()) == 0
+    assert [f for _, f in sent] == segments and len(s.trace("link.MacTx0")) == 8
+    # One in transmission and three queued at the guest's time; each later one when the
+    # link has taken a frame off the queue (a frame's time on the wire apart).
+    times = [t for t, _ in sent]
+    assert times[:4] == [2000] * 4
+    gaps = {b - a for a, b in zip(times[3:], times[4:])}
+    assert len(gaps) == 1 and gaps.pop() > 0, times
 
 
 @pytest.mark.parametrize("case", ["gso_size 0", "gso_size past the MTU", "GSO of ARP",

@@ -2,6 +2,7 @@
 
 #include "frame-bytes.h"
 
+#include "ns3/boolean.h"
 #include "ns3/channel.h"
 #include "ns3/log.h"
 #include "ns3/trace-source-accessor.h"
@@ -31,6 +32,15 @@ UmlBridgeNetDevice::GetTypeId()
             .SetParent<NetDevice>()
             .SetGroupName("Uml")
             .AddConstructor<UmlBridgeNetDevice>()
+            .AddAttribute("FlowControl",
+                          "Take the guest's frames only while the bridged device's transmit "
+                          "queue has room, as a NIC's transmit ring: the guest's own queueing "
+                          "(qdisc, TCP small queues) holds the rest and nothing is dropped "
+                          "at the device's queue. False: every frame is handed over at once "
+                          "and the device's queue drops what does not fit.",
+                          BooleanValue(true),
+                          MakeBooleanAccessor(&UmlBridgeNetDevice::m_flowControl),
+                          MakeBooleanChecker())
             .AddTraceSource("FromGuest",
                             "An Ethernet frame the guest sent.",
                             MakeTraceSourceAccessor(&UmlBridgeNetDevice::m_fromGuestTrace),
@@ -48,6 +58,7 @@ UmlBridgeNetDevice::GetTypeId()
 
 UmlBridgeNetDevice::UmlBridgeNetDevice()
     : m_mode(Mode::BRIDGE),
+      m_flowControl(true),
       m_ifIndex(0),
       m_mtu(1500)
 {
@@ -58,9 +69,15 @@ UmlBridgeNetDevice::DoDispose()
 {
     NS_LOG_FUNCTION(this);
     m_bridged = nullptr;
+    if (m_txQueue)
+    {
+        m_txQueue->SetWakeCallback(MakeNullCallback<void>());
+        m_txQueue = nullptr;
+    }
     if (m_virtio)
     {
         m_virtio->SetTransmitCallback(MakeNullCallback<void, Ptr<Packet>>());
+        m_virtio->SetTransmitGate(MakeNullCallback<bool>());
         // The guest's socket goes with the simulation, even while a script still holds a
         // reference to the device (it would keep the file and its descriptors otherwise).
         m_virtio->Dispose();
@@ -129,6 +146,38 @@ UmlBridgeNetDevice::SetVirtioNetDevice(Ptr<VirtioNetDevice> virtio)
     peer[0] = 0x06; // locally administered, never a guest's (guests' MACs start 02)
     m_peerMac.CopyFrom(peer);
     virtio->SetTransmitCallback(MakeCallback(&UmlBridgeNetDevice::FromGuest, this));
+    ConnectFlowControl();
+}
+
+void
+UmlBridgeNetDevice::ConnectFlowControl()
+{
+    if (!m_bridged || !m_virtio)
+    {
+        return;
+    }
+    auto queues = m_bridged->GetObject<NetDeviceQueueInterface>();
+    if (!queues || queues->GetNTxQueues() == 0)
+    {
+        NS_LOG_INFO("node " << m_node->GetId() << ": bridged device has no flow control");
+        return;
+    }
+    // Queue 0 is where an untagged frame goes (one queue, or Wi-Fi's best effort).
+    m_txQueue = queues->GetTxQueue(0);
+    m_txQueue->SetWakeCallback(MakeCallback(&UmlBridgeNetDevice::OnTransmitWake, this));
+    m_virtio->SetTransmitGate(MakeCallback(&UmlBridgeNetDevice::CanTransmit, this));
+}
+
+bool
+UmlBridgeNetDevice::CanTransmit() const
+{
+    return !m_flowControl || !m_txQueue->IsStopped();
+}
+
+void
+UmlBridgeNetDevice::OnTransmitWake()
+{
+    m_virtio->ResumeTransmit();
 }
 
 Ptr<VirtioNetDevice>

@@ -5,6 +5,7 @@
 #include "virtio-net-device.h"
 
 #include "ns3/mac48-address.h"
+#include "ns3/net-device-queue-interface.h"
 #include "ns3/net-device.h"
 #include "ns3/node.h"
 #include "ns3/traced-callback.h"
@@ -20,6 +21,10 @@ namespace ns3
  * - it carries only IP and has no ARP (point-to-point): the bridge answers the guest's ARP
  *   and neighbour solicitations itself and maps Ethernet frames to and from the link.
  * The guest's frames enter ns-3 under this node's context, as with ns-3's own devices.
+ * With FlowControl (default) the guest's frames are taken only while the bridged device's
+ * transmit queue has room (ns-3's NetDeviceQueue flow control, which the node's own
+ * traffic-control layer would use; a guest's node has none): the guest's ring holds the
+ * rest, as a NIC's does.
  */
 class UmlBridgeNetDevice : public NetDevice
 {
@@ -87,10 +92,16 @@ class UmlBridgeNetDevice : public NetDevice
                  Ptr<const Packet> payload);
     bool AnswerArp(const uint8_t* eth, size_t len);
     bool AnswerNeighbourSolicitation(const uint8_t* eth, size_t len);
+    /** Gate the guest's transmissions on the bridged device's queue, if it has one. */
+    void ConnectFlowControl();
+    bool CanTransmit() const;
+    void OnTransmitWake();
 
     Ptr<Node> m_node;
     Ptr<NetDevice> m_bridged;
     Ptr<VirtioNetDevice> m_virtio;
+    bool m_flowControl;
+    Ptr<NetDeviceQueue> m_txQueue; // the bridged device's transmit queue (flow control)
     Mode m_mode;
     Mac48Address m_guestMac;
     Mac48Address m_peerMac; // what the guest sees as the other end of an IP-only link

@@ -98,6 +98,8 @@ VirtioNetDevice::DoDispose()
 {
     NS_LOG_FUNCTION(this);
     m_transmit = MakeNullCallback<void, Ptr<Packet>>();
+    m_txGate = MakeNullCallback<bool>();
+    m_txBacklog.clear();
     Cancel(m_txEvent);
     Cancel(m_rxEvent);
     VhostUserBackend::DoDispose();
@@ -144,6 +146,12 @@ void
 VirtioNetDevice::SetTransmitCallback(Callback<void, Ptr<Packet>> cb)
 {
     m_transmit = cb;
+}
+
+void
+VirtioNetDevice::SetTransmitGate(Callback<bool> canSend)
+{
+    m_txGate = canSend;
 }
 
 uint64_t
@@ -235,6 +243,8 @@ VirtioNetDevice::OnDisconnect()
 {
     NS_LOG_FUNCTION(this << m_rxPending.size());
     m_rxPending.clear();
+    m_txBacklog.clear();
+    m_txHead.reset();
     Cancel(m_txEvent);
     Cancel(m_rxEvent);
 }
@@ -251,19 +261,37 @@ VirtioNetDevice::DrainTx()
     const uint64_t maxFrame = (features & GsoSegmenter::OFFERED_FEATURES)
                                   ? vhost::NET_MAX_GSO_FRAME
                                   : vhost::ETH_MAX_FRAME + 4;
-    auto enter = [this](const uint8_t* data, size_t len) {
-        Ptr<Packet> frame = Create<Packet>(data, len);
-        m_txFrames++;
-        m_txTrace(frame);
-        if (!m_transmit.IsNull())
-        {
-            m_transmit(frame);
-        }
+    auto take = [this](const uint8_t* data, size_t len) {
+        m_txBacklog.push_back(Create<Packet>(data, len));
     };
     try
     {
-        while (IsConnected() && q.Pop(Memory(), chain))
+        while (IsConnected())
         {
+            // The segments of the chain taken last go first, back to back, as a TSO NIC's
+            // burst; the ns-3 device's queue serializes them.
+            while (!m_txBacklog.empty() && CanTransmit())
+            {
+                Ptr<Packet> frame = m_txBacklog.front();
+                m_txBacklog.pop_front();
+                Transmit(frame);
+            }
+            if (!m_txBacklog.empty())
+            {
+                break; // the wire is full: ResumeTransmit goes on
+            }
+            if (m_txHead)
+            {
+                q.Push(*m_txHead, 0);
+                m_txHead.reset();
+                used = true;
+            }
+            // Not taken while the wire is full: the guest's ring fills and its own queueing
+            // (qdisc, TCP small queues) holds the rest, as with a real NIC.
+            if (!CanTransmit() || !q.Pop(Memory(), chain))
+            {
+                break;
+            }
             if (chain.writable)
             {
                 GuestError("transmit buffer with device-writable descriptors");
@@ -279,15 +307,12 @@ VirtioNetDevice::DrainTx()
             {
                 m_txBuffer.insert(m_txBuffer.end(), s.ptr, s.ptr + s.len);
             }
-            q.Push(chain.head, 0);
-            used = true;
-            // Every segment of a GSO frame enters ns-3 now, back to back, as a TSO NIC's
-            // burst; the ns-3 device's queue serializes them.
+            m_txHead = chain.head;
             m_segmenter.Process(features,
                                 m_txBuffer.data(),
                                 m_txBuffer.data() + vhost::NET_HDR_SIZE,
                                 m_txBuffer.size() - vhost::NET_HDR_SIZE,
-                                enter);
+                                take);
         }
     }
     catch (const VirtqueueError& e)
@@ -301,6 +326,34 @@ VirtioNetDevice::DrainTx()
     if (used && q.NeedsInterrupt())
     {
         CallGuest(vhost::NET_TX_QUEUE);
+    }
+}
+
+void
+VirtioNetDevice::Transmit(Ptr<Packet> frame)
+{
+    m_txFrames++;
+    m_txTrace(frame);
+    if (!m_transmit.IsNull())
+    {
+        m_transmit(frame);
+    }
+}
+
+bool
+VirtioNetDevice::CanTransmit() const
+{
+    return m_txGate.IsNull() || m_txGate();
+}
+
+void
+VirtioNetDevice::ResumeTransmit()
+{
+    // Already inside an ns-3 event at the right time: drain here rather than add an event
+    // per freed queue slot (a drain already pending does the same work).
+    if (IsConnected() && !IsPending(m_txEvent))
+    {
+        DrainTx();
     }
 }
 

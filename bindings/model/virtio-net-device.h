@@ -13,13 +13,14 @@
 #include "ns3/traced-callback.h"
 
 #include <deque>
+#include <optional>
 
 namespace ns3
 {
 
 /**
  * A guest's network interface. TX: a kick is answered at once and the frames become ns-3
- * work at the guest's current simulated time. RX: frames go into the buffers the guest
+ * work at the guest's current simulated time, as fast as the transmit gate lets them. RX: frames go into the buffers the guest
  * posted and the guest is called in-band; without buffers they wait in a bounded queue.
  * Every frame due at the same simulated time is written before one call; with receive
  * coalescing (RxCoalesceTime, RxCoalesceFrames, as ethtool's rx-usecs and rx-frames) frames
@@ -38,6 +39,12 @@ class VirtioNetDevice : public VhostUserBackend
     Mac48Address GetMac() const;
     /** Where the guest's frames go (an Ethernet frame without FCS). */
     void SetTransmitCallback(Callback<void, Ptr<Packet>> cb);
+    /** Flow control, as a NIC's transmit ring: frames are taken from the guest only while
+     * canSend() is true (null: always). The rest stays on the guest's ring, and the
+     * segments of a GSO frame already taken wait here, until ResumeTransmit. */
+    void SetTransmitGate(Callback<bool> canSend);
+    /** The wire has room again: go on with the guest's frames, at the current time. */
+    void ResumeTransmit();
     /** Give the guest an Ethernet frame (without FCS). */
     void DeliverToGuest(Ptr<const Packet> frame);
     /** The node (its id: the ns-3 context) under which the guest's frames enter ns-3, as
@@ -59,6 +66,9 @@ class VirtioNetDevice : public VhostUserBackend
 
   private:
     void DrainTx();
+    /** Hand a wire frame to ns-3: counters, GuestTx, the transmit callback. */
+    void Transmit(Ptr<Packet> frame);
+    bool CanTransmit() const;
     void FlushRx();
     void RxEvent();
     bool WriteRx(const std::vector<uint8_t>& frame);
@@ -74,6 +84,11 @@ class VirtioNetDevice : public VhostUserBackend
     Mac48Address m_mac;
     uint32_t m_rxQueueLimit;
     Callback<void, Ptr<Packet>> m_transmit;
+    Callback<bool> m_txGate;
+    // The wire frames of the guest's chain being sent, and that chain's head: it goes back
+    // to the guest (used) once all of them are in ns-3, as a NIC completes a TSO burst.
+    std::deque<Ptr<Packet>> m_txBacklog;
+    std::optional<uint16_t> m_txHead;
     std::deque<std::vector<uint8_t>> m_rxPending;
     uint32_t m_context;
     // ScheduleWithContext gives no EventId: keep the events themselves, to cancel them.
