@@ -1,0 +1,119 @@
+"""Claiming a CPU for one simulation: its calendar thread and all its guests run there.
+
+A simulation's actors run strictly one after another (docs/DESIGN.md rule 1), so one CPU
+is all it can use; spread over several, every hand-off and every guest system call is a
+wake-up across CPUs (an inter-processor interrupt, dear in a VM). A claim is a lock file
+per CPU under ``cache_dir()/cpus``, held with ``flock`` for as long as the claim lasts:
+simulations running at once (a sweep's points) take different CPUs, and the kernel drops
+a dead process's claim. Where it runs changes nothing in the results (rule 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator, Literal, Union
+
+from .lock import exclusive
+from .log import get_logger
+from .paths import cache_dir
+
+__all__ = ["CpuChoice", "check_choice", "lock_path", "pinned"]
+
+#: Where a simulation runs: "auto" (a CPU no other simulation holds, if any), a CPU
+#: number (that CPU, held or not), or None / False (wherever the OS puts it; bool is an
+#: int, so False fits).
+CpuChoice = Union[int, Literal["auto"], None]
+
+_log = get_logger(__name__)
+
+
+class _Held(Exception):
+    """Another simulation holds the CPU's lock."""
+
+
+def _refuse() -> None:
+    raise _Held
+
+
+def lock_path(cpu: int) -> Path:
+    """The lock file whose holder has claimed ``cpu``."""
+    return cache_dir() / "cpus" / f"cpu{cpu}.lock"
+
+
+def check_choice(cpu: CpuChoice) -> CpuChoice:
+    """``cpu`` as ``pinned`` takes it ("auto", a CPU number or None; False becomes None).
+    Raises ValueError for anything else, or a CPU this thread may not run on."""
+    if cpu is None or cpu is False:
+        return None
+    if cpu == "auto":
+        return "auto"
+    if isinstance(cpu, bool) or not isinstance(cpu, int):
+        raise ValueError(f"cpu must be 'auto', a CPU number or None, not {cpu!r}")
+    allowed = os.sched_getaffinity(0)
+    if cpu not in allowed:
+        raise ValueError(f"CPU {cpu} is not one this process may run on "
+                         f"({_describe(allowed)})")
+    return cpu
+
+
+def _describe(cpus: set[int]) -> str:
+    return "CPUs " + ", ".join(str(c) for c in sorted(cpus))
+
+
+def _take(stack: contextlib.ExitStack, cpu: int) -> bool:
+    """Hold ``cpu``'s lock until ``stack`` closes, if nobody else holds it."""
+    try:
+        stack.enter_context(exclusive(lock_path(cpu), _refuse))
+    except _Held:
+        return False
+    except OSError as exc:  # no writable cache: placement is only an optimisation
+        _log.debug("cannot claim CPU %d: %s", cpu, exc)
+        return False
+    return True
+
+
+def _choose(stack: contextlib.ExitStack, cpu: CpuChoice, allowed: set[int]) -> int | None:
+    if isinstance(cpu, int):
+        if not _take(stack, cpu):
+            _log.debug("CPU %d is claimed by another simulation; pinning to it as asked", cpu)
+        return cpu
+    if len(allowed) < 2:
+        _log.debug("only %s allowed: not pinning", _describe(allowed))
+        return None
+    for candidate in sorted(allowed):
+        if _take(stack, candidate):
+            return candidate
+    _log.debug("every allowed CPU is claimed by another simulation (%s): not pinning",
+               _describe(allowed))
+    return None
+
+
+@contextlib.contextmanager
+def pinned(cpu: CpuChoice = "auto") -> Iterator[int | None]:
+    """Run the calling thread, and every process it starts meanwhile, on one CPU for the
+    block; yields that CPU, or None if it stays where it was.
+
+    ``cpu="auto"`` claims an allowed CPU (``os.sched_getaffinity``) that no other running
+    simulation holds; with every one held, or only one allowed, nothing is pinned. A CPU
+    number pins there, claimed too if it is free. None or False: nothing is pinned. The
+    thread's previous mask is back, and the claim released, when the block ends however
+    it ends (or the process dies)."""
+    choice = check_choice(cpu)
+    if choice is None:
+        yield None
+        return
+    # Per thread (pid 0: the caller), as is what processes started from it inherit.
+    allowed = os.sched_getaffinity(0)
+    with contextlib.ExitStack() as claim:
+        where = _choose(claim, choice, allowed)
+        if where is None:
+            yield None
+            return
+        os.sched_setaffinity(0, {where})
+        _log.debug("simulation pinned to CPU %d", where)
+        try:
+            yield where
+        finally:
+            os.sched_setaffinity(0, allowed)  # before the claim goes (the stack's exit)
