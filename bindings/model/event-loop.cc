@@ -17,8 +17,7 @@ NS_LOG_COMPONENT_DEFINE("UmlEventLoop");
 
 namespace
 {
-// Tokens below this are reserved: 0 = the inner epoll inside the outer one, 1 = a waited fd.
-constexpr uint64_t TOKEN_INNER = 0;
+// Tokens below this are reserved: 1 = a waited fd.
 constexpr uint64_t TOKEN_WAITED = 1;
 constexpr uint64_t TOKEN_FIRST = 2;
 
@@ -57,7 +56,6 @@ EventLoop::EventLoop()
     {
         throw std::system_error(errno, std::generic_category(), "epoll_create1");
     }
-    EpollAdd(m_outer, m_inner, TOKEN_INNER);
 }
 
 EventLoop::~EventLoop()
@@ -75,7 +73,13 @@ EventLoop::Watch(int fd, Handler handler, bool inner)
         Unwatch(fd);
     }
     uint64_t token = m_nextToken++;
-    EpollAdd(inner ? m_inner : m_outer, fd, token);
+    // An inner descriptor is in both sets: a top-level wait is one epoll_wait (one per
+    // hand-off), not the outer set's and then the nested inner set's.
+    EpollAdd(m_outer, fd, token);
+    if (inner)
+    {
+        EpollAdd(m_inner, fd, token);
+    }
     m_entries[token] = Entry{fd, inner, std::move(handler)};
     m_tokens[fd] = token;
 }
@@ -90,7 +94,11 @@ EventLoop::Unwatch(int fd)
     }
     NS_LOG_FUNCTION(this << fd);
     auto& entry = m_entries.at(it->second);
-    epoll_ctl(entry.inner ? m_inner : m_outer, EPOLL_CTL_DEL, fd, nullptr);
+    epoll_ctl(m_outer, EPOLL_CTL_DEL, fd, nullptr);
+    if (entry.inner)
+    {
+        epoll_ctl(m_inner, EPOLL_CTL_DEL, fd, nullptr);
+    }
     m_entries.erase(it->second);
     m_tokens.erase(it);
 }
@@ -141,17 +149,6 @@ EventLoop::Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs,
             if (token == stopToken)
             {
                 return true;
-            }
-            if (token == TOKEN_INNER)
-            {
-                // Drain the inner tier without blocking.
-                epoll_event inner[64];
-                int m = epoll_wait(m_inner, inner, 64, 0);
-                for (int j = 0; j < m; ++j)
-                {
-                    Dispatch(inner[j].data.u64, inner[j].events);
-                }
-                continue;
             }
             Dispatch(token, events[i].events);
         }

@@ -14,6 +14,7 @@ namespace ns3
  * Two tiers of file descriptors over two epoll instances. "Inner" descriptors (the time
  * sockets) are served everywhere, including while a device waits for a guest's reply; "outer"
  * descriptors (device sockets) only at the top level, so a device never re-enters itself.
+ * The top-level set holds both tiers, the inner set the inner tier only.
  */
 class EventLoop
 {
@@ -55,7 +56,7 @@ class EventLoop
     void Dispatch(uint64_t token, uint32_t events);
 
     int m_inner;                                   //!< epoll of inner descriptors
-    int m_outer;                                   //!< epoll of outer descriptors + m_inner
+    int m_outer;                                   //!< epoll of every descriptor
     uint64_t m_nextToken;                          //!< tokens survive fd number reuse
     std::unordered_map<uint64_t, Entry> m_entries; //!< by token
     std::unordered_map<int, uint64_t> m_tokens;    //!< fd -> token

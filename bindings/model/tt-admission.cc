@@ -5,7 +5,6 @@
 
 #include "ns3/log.h"
 
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,7 +17,8 @@ TtAdmission::TtAdmission(AcceptHandler accepted, AdmittingQuery admitting)
     : m_accepted(std::move(accepted)),
       m_admitting(std::move(admitting)),
       m_fd(-1),
-      m_admitted(0)
+      m_admitted(0),
+      m_pending(false)
 {
 }
 
@@ -79,12 +79,22 @@ TtAdmission::GetAdmitted() const
 bool
 TtAdmission::HasPending() const
 {
-    if (m_fd < 0)
-    {
-        return false;
-    }
-    pollfd p{m_fd, POLLIN, 0};
-    return poll(&p, 1, 0) == 1;
+    return m_fd >= 0 && m_pending;
+}
+
+void
+TtAdmission::WatchForLateClients(EventLoop& loop)
+{
+    m_pending = false;
+    // Level-triggered, so the watch goes at the first sign: the connection waits in the
+    // backlog until the next hand-off admits it (ServeUntilAdmitted).
+    loop.Watch(
+        m_fd,
+        [this, &loop](uint32_t) {
+            m_pending = true;
+            loop.Unwatch(m_fd);
+        },
+        false);
 }
 
 void
@@ -107,6 +117,8 @@ void
 TtAdmission::ServeUntilAdmitted(EventLoop& loop, uint32_t target, double timeoutS)
 {
     NS_LOG_FUNCTION(this << target << timeoutS);
+    loop.Unwatch(m_fd); // the between-admissions watch, if any
+    m_pending = false;
     auto watchListen = [this, &loop] {
         bool admitting = m_admitting();
         bool watched = loop.IsWatched(m_fd);
@@ -135,6 +147,7 @@ TtAdmission::ServeUntilAdmitted(EventLoop& loop, uint32_t target, double timeout
         throw;
     }
     loop.Unwatch(m_fd);
+    WatchForLateClients(loop);
     if (!ok)
     {
         throw UmlError("timeout",

@@ -40,13 +40,17 @@ class TtAdmission
     /** A client finished admission (its first WAIT, or it left before that). */
     void NoteAdmitted();
     uint32_t GetAdmitted() const;
-    /** Whether a client has connected and waits to be accepted. */
+    /** Whether a client has connected and waits to be accepted (no system call: between
+     * admissions the loop watches the listening socket and notes a connection). */
     bool HasPending() const;
     /**
      * Serve loop until target clients are admitted and nobody is being admitted; throws a
      * "timeout" UmlError after timeoutS seconds of wall time.
      */
     void ServeUntilAdmitted(EventLoop& loop, uint32_t target, double timeoutS);
+    /** Between admissions (from Listen on): note the next connection, once, without
+     * accepting it, for HasPending. */
+    void WatchForLateClients(EventLoop& loop);
 
   private:
     void OnListenReadable();
@@ -56,6 +60,7 @@ class TtAdmission
     std::string m_path;
     int m_fd;
     uint32_t m_admitted;
+    bool m_pending;
 };
 
 } // namespace ns3

@@ -317,8 +317,8 @@ UmlCalendar::Listen()
         return;
     }
     NS_LOG_FUNCTION(this);
-    GetEventLoop();
     m_admission.Listen(m_socketPath);
+    m_admission.WatchForLateClients(GetEventLoop());
     if (m_sharedMemory)
     {
         m_shm = std::make_unique<TtSharedMemory>(m_maxClients, tt::SHM_VERSION);
