@@ -151,7 +151,8 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tcp-bytes", default="10M", help="iperf3 -n for bulk TCP")
+    parser.add_argument("--tcp-bytes", default="50M",
+                        help="iperf3 -n for bulk TCP (10 Gbit/s needs tens of MB past slow start)")
     parser.add_argument("--flood-bytes", default="10M", help="iperf3 -n for the UDP flood")
     parser.add_argument("--coalesce", default="50us", help="rx_coalesce for the TCP case")
     parser.add_argument("--quick", action="store_true",
