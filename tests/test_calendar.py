@@ -23,7 +23,7 @@ def run_log(log: Path) -> list[tuple[int, int]]:
     for line in log.read_text().splitlines():
         parts = line.split()
         if parts[2] == "<-" and parts[3] == "RUN":
-            runs.append((int(parts[0]), int(parts[1], 16)))
+            runs.append((int(parts[0]), int(parts[1])))
     return runs
 
 
@@ -32,7 +32,7 @@ def messages(log: Path, client_id: int) -> list[tuple[int, str, str]]:
     out = []
     for line in log.read_text().splitlines():
         parts = line.split()
-        if parts[1] == hex(client_id):
+        if parts[1] == str(client_id):
             out.append((int(parts[0]), parts[2], parts[3]))
     return out
 
@@ -166,7 +166,7 @@ def test_free_until_is_the_next_event_of_anybody(make_calendar, clients, socket_
     if not shm:
         grants = [(t, m) for t, d, m in messages(log, 1) if m == "FREE_UNTIL"]
         times = [int(line.split("time=")[1]) for line in log.read_text().splitlines()
-                 if " 0x1 <- FREE_UNTIL" in line]
+                 if " 1 <- FREE_UNTIL" in line]
         # Granted again before every RUN (UML forgets it at WAIT): b's request, then never.
         assert times == [3500, protocol.TIME_NEVER]
         assert len(grants) == 2
@@ -309,7 +309,7 @@ def test_free_until_lowered_when_a_device_creates_an_earlier_event(
     cppyy.gbl.ns3uml_test.g_hook = cppyy.nullptr
     assert a.result()["status"] == "ok"
     assert fired == [2500]
-    lines = [line for line in log.read_text().splitlines() if " 0x1 " in line]
+    lines = [line for line in log.read_text().splitlines() if " 1 " in line]
     update = next(i for i, line in enumerate(lines) if "-> UPDATE" in line)
     # Lowered to 2500, and acknowledged by the guest, before its UPDATE is answered.
     assert "<- FREE_UNTIL" in lines[update + 1] and lines[update + 1].endswith("time=2500")
@@ -386,7 +386,7 @@ def test_protocol_errors_stop_the_run_naming_the_client(
         cal.run()
     assert err.value.kind == "protocol"
     assert err.value.client_id == 0x2A
-    assert "client 0x2a" in str(err.value) and text in str(err.value)
+    assert "client 42" in str(err.value) and text in str(err.value)
     assert not socket_path.exists()
     # The other client's socket was closed: it stops on its own (like UML's panic).
     assert good.proc.wait(timeout=30) != 0
@@ -396,7 +396,7 @@ def test_duplicate_ids_are_refused(make_calendar, clients, socket_path):
     cal = make_calendar(clients=2)
     clients(socket_path, 5, sleeps(1000))
     clients(socket_path, 5, sleeps(1000))
-    with pytest.raises(CalendarError, match="two clients sent START with id 0x5"):
+    with pytest.raises(CalendarError, match="two clients sent START with id 5:"):
         cal.run()
 
 
@@ -487,7 +487,7 @@ def test_standalone_calendar_until(clients, socket_path):
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 0, err
     assert "simulated time reached: 4.5 us" in out
-    assert "id 0x1: 1 runs" in out  # free to run up to the stop event at 4.5 us
+    assert "id 1: 1 runs" in out  # free to run up to the stop event at 4.5 us
     # The calendar went away: the client's link broke, as a guest's would.
     assert a.proc.wait(timeout=30) != 0
     assert not socket_path.exists()
@@ -499,7 +499,7 @@ def test_standalone_calendar_error_is_one_line(clients, socket_path):
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 1
     lines = err.strip().splitlines()
-    assert re.fullmatch(r"ns3-uml calendar: protocol error: client 0x2b.*unknown op 99", lines[-1])
+    assert re.fullmatch(r"ns3-uml calendar: protocol error: client 43.*unknown op 99", lines[-1])
     assert not socket_path.exists()
 
 
