@@ -13,6 +13,7 @@ import pytest
 
 import ns3_uml
 from ns3_uml import CalendarError, protocol
+from ns3_uml.testing import HostileTTClient
 
 US = 1_000
 
@@ -434,6 +435,39 @@ def test_missing_clients_time_out(make_calendar, clients, socket_path):
         cal.run()
     assert err.value.kind == "timeout"
     assert "only 1 of 2 clients" in str(err.value)
+
+
+def test_a_connection_that_closes_before_start_is_forgotten(make_calendar, clients,
+                                                             socket_path, tmp_path):
+    # Readiness probes (connect, close): one waits before the client, one joins mid-run;
+    # neither holds up admission nor appears anywhere.
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=1, connect_timeout=5.0, log=log)
+    HostileTTClient.probe(str(socket_path))
+    a = clients(socket_path, 1, sleeps(*[1000] * 3))
+
+    def probe() -> None:
+        HostileTTClient.probe(str(socket_path))
+
+    cal.ns.Simulator.Schedule["std::function<void()>"](cal.ns.NanoSeconds(1500), probe)
+    summary = cal.run()
+    assert a.result()["status"] == "ok"
+    assert [c["id"] for c in summary["clients"]] == [1]
+    # As without the probes: run at 1 us, again after the probe's event, then free to the end.
+    assert run_log(log) == [(1000, 1), (2000, 1)]
+    assert summary["handoffs"] == 2
+
+
+def test_a_connection_that_sends_a_few_bytes_has_no_id(make_calendar, socket_path):
+    cal = make_calendar(clients=1, connect_timeout=5.0)
+    hostile = HostileTTClient(str(socket_path))
+    hostile.connect()
+    hostile.send_short_and_close(5)
+    with pytest.raises(CalendarError) as err:
+        cal.run()
+    assert err.value.kind == "protocol" and err.value.client_id is None
+    assert str(err.value) == (
+        "a connection that sent no START: disconnected in the middle of its first message")
 
 
 def test_a_second_calendar_is_refused(make_calendar, tmp_path):

@@ -47,15 +47,28 @@ class TtAdmission
      * "timeout" UmlError after timeoutS seconds of wall time.
      */
     void ServeUntilAdmitted(EventLoop& loop, uint32_t target, double timeoutS);
+    /**
+     * Serve loop until one more connection has been accepted and nobody is being admitted:
+     * the client that waits in the backlog has reached its first WAIT or left (one that
+     * left without START counts for nothing). Throws like ServeUntilAdmitted.
+     */
+    void AdmitWaiting(EventLoop& loop, double timeoutS);
 
   private:
     void OnListenReadable();
+    /** Serve loop, accepting between admissions, until done(); the timeout's message
+     * counts target clients. */
+    void Serve(EventLoop& loop,
+               const std::function<bool()>& done,
+               uint32_t target,
+               double timeoutS);
 
     AcceptHandler m_accepted;
     AdmittingQuery m_admitting;
     std::string m_path;
     int m_fd;
     uint32_t m_admitted;
+    uint64_t m_accepts; //!< connections accepted, with or without START
 };
 
 } // namespace ns3

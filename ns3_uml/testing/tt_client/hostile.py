@@ -2,7 +2,7 @@
 
 :class:`HostileTTClient` is a :class:`~ns3_uml.testing.tt_client.client.TTClient` that can also
 write raw or truncated messages, ops the protocol does not define or only the calendar may send,
-a wrong ACK seq, or stop talking.  None of it is something UML 6.12 does; the helpers never raise
+a wrong ACK seq, connect without START (a readiness probe), or stop talking.  None of it is something UML 6.12 does; the helpers never raise
 for what the calendar does in response (that is what the tests look at).
 """
 
@@ -27,6 +27,17 @@ class HostileTTClient(TTClient):
             seq = (seq + self._wrong_ack_delta) & U32_MASK
             self._wrong_ack_delta = 0
         super()._ack(seq)
+
+    def connect(self) -> None:
+        """Connect to the calendar without sending START (what :meth:`start` does first)."""
+        self._connect()
+
+    @classmethod
+    def probe(cls, socket_path: str) -> None:
+        """Connect and close without a byte, as a readiness probe does."""
+        client = cls(socket_path)
+        client.connect()
+        client.close()
 
     def send_raw(self, data: bytes) -> None:
         """Write arbitrary bytes on the time socket."""
