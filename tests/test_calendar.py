@@ -470,6 +470,65 @@ def test_a_connection_that_sends_a_few_bytes_has_no_id(make_calendar, socket_pat
         "a connection that sent no START: disconnected in the middle of its first message")
 
 
+def test_a_busy_loop_keeps_its_time_limit():
+    # A descriptor that is always ready (nobody reads it) keeps epoll_wait from ever
+    # returning 0: the limit must hold anyway.
+    import socket
+    import time
+
+    import cppyy
+
+    ns3_uml._native.load()
+    cppyy.cppdef(
+        """
+        #include <chrono>
+        namespace ns3uml_test {
+        double BusyLoopGivesUpAfter(int fd, int64_t limitMs) {
+            ns3::EventLoop loop;
+            loop.Watch(fd, [](uint32_t) {}, true);
+            auto t0 = std::chrono::steady_clock::now();
+            auto s = [t0] {
+                return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                    .count();
+            };
+            bool done = loop.ServeUntil([&s] { return s() > 10.0; }, limitMs);
+            return done ? -1.0 : s();
+        }
+        }"""
+    )
+    a, b = socket.socketpair()
+    with a, b:
+        b.send(b"x")
+        start = time.monotonic()
+        gave_up = cppyy.gbl.ns3uml_test.BusyLoopGivesUpAfter(a.fileno(), 200)
+        assert 0.2 <= gave_up < 2.0, (gave_up, time.monotonic() - start)
+
+
+@pytest.mark.parametrize("when", ["admission", "running"])
+def test_a_get_storm_does_not_postpone_the_limits(make_calendar, clients, socket_path, when):
+    # GETs back to back for far longer than the limit: it must hold all the same.
+    import time
+
+    storm = [{"op": "get_storm", "seconds": 30}]
+    if when == "admission":
+        cal = make_calendar(clients=1, connect_timeout=1.0)
+        stormer = clients(socket_path, 7, storm)
+    else:
+        cal = make_calendar(clients=1, yield_timeout=1.0)
+        stormer = clients(socket_path, 7, [*sleeps(1000), *storm])
+    start = time.monotonic()
+    with pytest.raises(CalendarError) as err:
+        cal.run()
+    elapsed = time.monotonic() - start
+    if when == "admission":
+        assert err.value.kind == "timeout" and "only 0 of 1 clients" in str(err.value)
+    else:
+        assert err.value.kind == "hang" and err.value.client_id == 7
+        assert "client 7: did not yield within 1" in str(err.value)
+    assert elapsed < 10, elapsed
+    stormer.proc.wait(timeout=30)  # it sees the calendar close and ends
+
+
 def test_a_second_calendar_is_refused(make_calendar, tmp_path):
     make_calendar()
     with pytest.raises(RuntimeError, match="already exists"):
