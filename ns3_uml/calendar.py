@@ -18,7 +18,8 @@ class CalendarError(RuntimeError):
     """A run stopped because of a client: a crash, a hang, a broken protocol, an interrupt.
 
     ``kind`` is one of "protocol", "hang", "crash", "timeout", "interrupted", "setup";
-    ``client_id`` is the START id of the client at fault, or None.
+    ``client_id`` is the START id of the client at fault, or None (no client, or a
+    connection that sent no START). Messages name a client by that id in decimal.
     """
 
     def __init__(self, kind: str, client_id: int | None, message: str) -> None:

@@ -38,7 +38,7 @@ def _print_summary(summary: dict, out=sys.stdout) -> None:
     for c in clients:
         mode = "shared memory" if c["shm"] else "messages"
         print(
-            f"  id {c['id']:#x}: {c['runs']} runs, {mode}, {c['state']}"
+            f"  id {c['id']}: {c['runs']} runs, {mode}, {c['state']}"
             + (f" ({c['departure']})" if c["departure"] else ""),
             file=out,
         )

@@ -13,6 +13,7 @@ import pytest
 
 import ns3_uml
 from ns3_uml import CalendarError, protocol
+from ns3_uml.testing import HostileTTClient
 
 US = 1_000
 
@@ -23,7 +24,7 @@ def run_log(log: Path) -> list[tuple[int, int]]:
     for line in log.read_text().splitlines():
         parts = line.split()
         if parts[2] == "<-" and parts[3] == "RUN":
-            runs.append((int(parts[0]), int(parts[1], 16)))
+            runs.append((int(parts[0]), int(parts[1])))
     return runs
 
 
@@ -32,7 +33,7 @@ def messages(log: Path, client_id: int) -> list[tuple[int, str, str]]:
     out = []
     for line in log.read_text().splitlines():
         parts = line.split()
-        if parts[1] == hex(client_id):
+        if parts[1] == str(client_id):
             out.append((int(parts[0]), parts[2], parts[3]))
     return out
 
@@ -166,7 +167,7 @@ def test_free_until_is_the_next_event_of_anybody(make_calendar, clients, socket_
     if not shm:
         grants = [(t, m) for t, d, m in messages(log, 1) if m == "FREE_UNTIL"]
         times = [int(line.split("time=")[1]) for line in log.read_text().splitlines()
-                 if " 0x1 <- FREE_UNTIL" in line]
+                 if " 1 <- FREE_UNTIL" in line]
         # Granted again before every RUN (UML forgets it at WAIT): b's request, then never.
         assert times == [3500, protocol.TIME_NEVER]
         assert len(grants) == 2
@@ -309,7 +310,7 @@ def test_free_until_lowered_when_a_device_creates_an_earlier_event(
     cppyy.gbl.ns3uml_test.g_hook = cppyy.nullptr
     assert a.result()["status"] == "ok"
     assert fired == [2500]
-    lines = [line for line in log.read_text().splitlines() if " 0x1 " in line]
+    lines = [line for line in log.read_text().splitlines() if " 1 " in line]
     update = next(i for i, line in enumerate(lines) if "-> UPDATE" in line)
     # Lowered to 2500, and acknowledged by the guest, before its UPDATE is answered.
     assert "<- FREE_UNTIL" in lines[update + 1] and lines[update + 1].endswith("time=2500")
@@ -386,7 +387,7 @@ def test_protocol_errors_stop_the_run_naming_the_client(
         cal.run()
     assert err.value.kind == "protocol"
     assert err.value.client_id == 0x2A
-    assert "client 0x2a" in str(err.value) and text in str(err.value)
+    assert "client 42" in str(err.value) and text in str(err.value)
     assert not socket_path.exists()
     # The other client's socket was closed: it stops on its own (like UML's panic).
     assert good.proc.wait(timeout=30) != 0
@@ -396,7 +397,7 @@ def test_duplicate_ids_are_refused(make_calendar, clients, socket_path):
     cal = make_calendar(clients=2)
     clients(socket_path, 5, sleeps(1000))
     clients(socket_path, 5, sleeps(1000))
-    with pytest.raises(CalendarError, match="two clients sent START with id 0x5"):
+    with pytest.raises(CalendarError, match="two clients sent START with id 5:"):
         cal.run()
 
 
@@ -434,6 +435,98 @@ def test_missing_clients_time_out(make_calendar, clients, socket_path):
         cal.run()
     assert err.value.kind == "timeout"
     assert "only 1 of 2 clients" in str(err.value)
+
+
+def test_a_connection_that_closes_before_start_is_forgotten(make_calendar, clients,
+                                                             socket_path, tmp_path):
+    # Readiness probes (connect, close): one waits before the client, one joins mid-run;
+    # neither holds up admission nor appears anywhere.
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=1, connect_timeout=5.0, log=log)
+    HostileTTClient.probe(str(socket_path))
+    a = clients(socket_path, 1, sleeps(*[1000] * 3))
+
+    def probe() -> None:
+        HostileTTClient.probe(str(socket_path))
+
+    cal.ns.Simulator.Schedule["std::function<void()>"](cal.ns.NanoSeconds(1500), probe)
+    summary = cal.run()
+    assert a.result()["status"] == "ok"
+    assert [c["id"] for c in summary["clients"]] == [1]
+    # As without the probes: run at 1 us, again after the probe's event, then free to the end.
+    assert run_log(log) == [(1000, 1), (2000, 1)]
+    assert summary["handoffs"] == 2
+
+
+def test_a_connection_that_sends_a_few_bytes_has_no_id(make_calendar, socket_path):
+    cal = make_calendar(clients=1, connect_timeout=5.0)
+    hostile = HostileTTClient(str(socket_path))
+    hostile.connect()
+    hostile.send_short_and_close(5)
+    with pytest.raises(CalendarError) as err:
+        cal.run()
+    assert err.value.kind == "protocol" and err.value.client_id is None
+    assert str(err.value) == (
+        "a connection that sent no START: disconnected in the middle of its first message")
+
+
+def test_a_busy_loop_keeps_its_time_limit():
+    # A descriptor that is always ready (nobody reads it) keeps epoll_wait from ever
+    # returning 0: the limit must hold anyway.
+    import socket
+    import time
+
+    import cppyy
+
+    ns3_uml._native.load()
+    cppyy.cppdef(
+        """
+        #include <chrono>
+        namespace ns3uml_test {
+        double BusyLoopGivesUpAfter(int fd, int64_t limitMs) {
+            ns3::EventLoop loop;
+            loop.Watch(fd, [](uint32_t) {}, true);
+            auto t0 = std::chrono::steady_clock::now();
+            auto s = [t0] {
+                return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                    .count();
+            };
+            bool done = loop.ServeUntil([&s] { return s() > 10.0; }, limitMs);
+            return done ? -1.0 : s();
+        }
+        }"""
+    )
+    a, b = socket.socketpair()
+    with a, b:
+        b.send(b"x")
+        start = time.monotonic()
+        gave_up = cppyy.gbl.ns3uml_test.BusyLoopGivesUpAfter(a.fileno(), 200)
+        assert 0.2 <= gave_up < 2.0, (gave_up, time.monotonic() - start)
+
+
+@pytest.mark.parametrize("when", ["admission", "running"])
+def test_a_get_storm_does_not_postpone_the_limits(make_calendar, clients, socket_path, when):
+    # GETs back to back for far longer than the limit: it must hold all the same.
+    import time
+
+    storm = [{"op": "get_storm", "seconds": 30}]
+    if when == "admission":
+        cal = make_calendar(clients=1, connect_timeout=1.0)
+        stormer = clients(socket_path, 7, storm)
+    else:
+        cal = make_calendar(clients=1, yield_timeout=1.0)
+        stormer = clients(socket_path, 7, [*sleeps(1000), *storm])
+    start = time.monotonic()
+    with pytest.raises(CalendarError) as err:
+        cal.run()
+    elapsed = time.monotonic() - start
+    if when == "admission":
+        assert err.value.kind == "timeout" and "only 0 of 1 clients" in str(err.value)
+    else:
+        assert err.value.kind == "hang" and err.value.client_id == 7
+        assert "client 7: did not yield within 1" in str(err.value)
+    assert elapsed < 10, elapsed
+    stormer.proc.wait(timeout=30)  # it sees the calendar close and ends
 
 
 def test_a_second_calendar_is_refused(make_calendar, tmp_path):
@@ -487,7 +580,7 @@ def test_standalone_calendar_until(clients, socket_path):
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 0, err
     assert "simulated time reached: 4.5 us" in out
-    assert "id 0x1: 1 runs" in out  # free to run up to the stop event at 4.5 us
+    assert "id 1: 1 runs" in out  # free to run up to the stop event at 4.5 us
     # The calendar went away: the client's link broke, as a guest's would.
     assert a.proc.wait(timeout=30) != 0
     assert not socket_path.exists()
@@ -499,7 +592,7 @@ def test_standalone_calendar_error_is_one_line(clients, socket_path):
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 1
     lines = err.strip().splitlines()
-    assert re.fullmatch(r"ns3-uml calendar: protocol error: client 0x2b.*unknown op 99", lines[-1])
+    assert re.fullmatch(r"ns3-uml calendar: protocol error: client 43.*unknown op 99", lines[-1])
     assert not socket_path.exists()
 
 

@@ -703,7 +703,7 @@ def test_fake_guest_with_a_malformed_gso_header_is_a_named_guest_error(sim: Any,
         s.run()
     assert err.value.kind == "device" and err.value.client_id == CLIENT_IDS[0]
     message = str(err.value)
-    assert message.startswith(f"client {CLIENT_IDS[0]:#x}: virtio device {s.paths[0]}: ")
+    assert message.startswith(f"client {CLIENT_IDS[0]}: virtio device {s.paths[0]}: ")
     assert text in message
     s.close()
     assert g.proc.returncode is not None

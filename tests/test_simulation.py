@@ -13,6 +13,7 @@ from leftovers import processes_mentioning
 from pcapfile import read_pcap
 
 from ns3_uml.simulation import GuestError, Simulation
+from ns3_uml.testing import HostileTTClient, TTPanic
 
 
 def test_ping_over_point_to_point(uml_kernel, tmp_path):
@@ -57,6 +58,7 @@ def test_a_guest_that_crashes_or_hangs_is_named(uml_kernel, tmp_path, how):
     assert e.node == "b" and e.client_id == b.client_id
     assert e.kind == how
     assert "guest 'b'" in str(e) and str(b.console_log) in str(e)
+    assert f"client {b.client_id} (pid " in str(e)  # the id as on its command line
     if how == "crash":
         assert "killed by signal 9" in str(e)
     # The others were shut down, what was written stays, nothing is left behind.
@@ -64,6 +66,34 @@ def test_a_guest_that_crashes_or_hangs_is_named(uml_kernel, tmp_path, how):
     assert a.console_log.exists() and (run / "pcap" / "p2p0-a.pcap").stat().st_size > 24
     assert not processes_mentioning(run)
     assert not any(p.exists() for p in sockets)
+
+
+def test_probes_of_the_calendar_socket_change_nothing(uml_kernel, tmp_path):
+    # A readiness probe (connect, close) waits before the guests do, and more come while
+    # they boot and run: each is forgotten, the guests are admitted and run as ever.
+    with Simulation(workdir=tmp_path / "run", seed=1) as sim:
+        a = sim.add_node("a", run=["sleep 1"])
+        path = str(sim.calendar.socket_path)
+        HostileTTClient.probe(path)
+        done = threading.Event()
+
+        def probe() -> None:
+            while not done.wait(0.05):
+                try:
+                    HostileTTClient.probe(path)
+                except TTPanic:  # the run is over and the socket gone
+                    return
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        try:
+            summary = sim.run(until="5s")
+        finally:
+            done.set()
+            prober.join()
+    assert a.result("sleep").returncode == 0
+    assert [c["id"] for c in summary["clients"]] == [a.client_id]
+    assert not processes_mentioning(tmp_path / "run")
 
 
 def test_a_native_ns3_node_built_with_raw_ns3_talks_to_a_guest(uml_kernel, tmp_path):

@@ -255,7 +255,7 @@ class Sim:
             except subprocess.TimeoutExpired:
                 g.proc.kill()
                 g.proc.wait()
-                raise AssertionError(f"guest {g.client_id:#x} did not end after close()")
+                raise AssertionError(f"guest {g.client_id} did not end after close()")
 
 
 @pytest.fixture
@@ -841,7 +841,7 @@ def test_hostile_guest_is_a_device_error(sim: Any, socket_path: Path, case: str)
     assert err.value.kind == "device"
     assert err.value.client_id == CLIENT_IDS[0]
     message = str(err.value)
-    assert message.startswith(f"client {CLIENT_IDS[0]:#x}: virtio device {s.paths[0]}: ")
+    assert message.startswith(f"client {CLIENT_IDS[0]}: virtio device {s.paths[0]}: ")
     assert text in message
     # Intact: the calendar closes every socket, the guest sees its link break and ends, no
     # socket file is left (the fixture also checks that no descriptor is), and ns-3 runs

@@ -127,8 +127,16 @@ EventLoop::Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs,
 {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
     epoll_event events[64];
+    bool expired = false;
     while (!done())
     {
+        if (expired)
+        {
+            // Checked after every batch: a peer that keeps the loop busy (a stream of GETs)
+            // must not postpone a limit that epoll_wait alone sees only when all is quiet.
+            NS_LOG_LOGIC("busy past the limit of " << timeoutMs << " ms");
+            return false;
+        }
         int n = epoll_wait(epfd, events, 64, RemainingMs(deadline, timeoutMs));
         if (n < 0)
         {
@@ -152,6 +160,7 @@ EventLoop::Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs,
             }
             Dispatch(token, events[i].events);
         }
+        expired = timeoutMs >= 0 && std::chrono::steady_clock::now() >= deadline;
     }
     return true;
 }

@@ -34,7 +34,8 @@ class EventLoop
 
     /**
      * Serve events until done() holds. timeoutMs < 0 waits forever; the timeout counts wall
-     * time since the call. Returns false on timeout.
+     * time since the call and holds however busy the descriptors keep the loop (checked
+     * after every batch too). Returns false on timeout.
      */
     bool ServeUntil(const std::function<bool()>& done, int64_t timeoutMs);
 

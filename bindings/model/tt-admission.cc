@@ -18,6 +18,7 @@ TtAdmission::TtAdmission(AcceptHandler accepted, AdmittingQuery admitting)
       m_admitting(std::move(admitting)),
       m_fd(-1),
       m_admitted(0),
+      m_accepts(0),
       m_pending(false)
 {
 }
@@ -87,7 +88,7 @@ TtAdmission::WatchForLateClients(EventLoop& loop)
 {
     m_pending = false;
     // Level-triggered, so the watch goes at the first sign: the connection waits in the
-    // backlog until the next hand-off admits it (ServeUntilAdmitted).
+    // backlog until the next hand-off admits it (AdmitWaiting).
     loop.Watch(
         m_fd,
         [this, &loop](uint32_t) {
@@ -110,6 +111,7 @@ TtAdmission::OnListenReadable()
         return; // EAGAIN: nothing pending
     }
     NS_LOG_LOGIC("accepted a connection (fd " << fd << ")");
+    m_accepts++;
     m_accepted(fd);
 }
 
@@ -117,6 +119,33 @@ void
 TtAdmission::ServeUntilAdmitted(EventLoop& loop, uint32_t target, double timeoutS)
 {
     NS_LOG_FUNCTION(this << target << timeoutS);
+    Serve(
+        loop,
+        [this, target] { return m_admitted >= target && !m_admitting(); },
+        target,
+        timeoutS);
+}
+
+void
+TtAdmission::AdmitWaiting(EventLoop& loop, double timeoutS)
+{
+    NS_LOG_FUNCTION(this << timeoutS);
+    // Counted by accepts, not admissions: a probe that connects and closes is the one
+    // waiting as often as a client is, and once it is forgotten nobody more is waited for.
+    uint64_t accepts = m_accepts;
+    Serve(
+        loop,
+        [this, accepts] { return m_accepts > accepts && !m_admitting(); },
+        m_admitted + 1,
+        timeoutS);
+}
+
+void
+TtAdmission::Serve(EventLoop& loop,
+                   const std::function<bool()>& done,
+                   uint32_t target,
+                   double timeoutS)
+{
     loop.Unwatch(m_fd); // the between-admissions watch, if any
     m_pending = false;
     auto watchListen = [this, &loop] {
@@ -135,9 +164,9 @@ TtAdmission::ServeUntilAdmitted(EventLoop& loop, uint32_t target, double timeout
     try
     {
         ok = loop.ServeUntil(
-            [this, target, &watchListen] {
+            [&watchListen, &done] {
                 watchListen();
-                return m_admitted >= target && !m_admitting();
+                return done();
             },
             static_cast<int64_t>(timeoutS * 1000));
     }

@@ -48,19 +48,32 @@ class TtAdmission
      * "timeout" UmlError after timeoutS seconds of wall time.
      */
     void ServeUntilAdmitted(EventLoop& loop, uint32_t target, double timeoutS);
+    /**
+     * Serve loop until one more connection has been accepted and nobody is being admitted:
+     * the client that waits in the backlog has reached its first WAIT or left (one that
+     * left without START counts for nothing). Throws like ServeUntilAdmitted.
+     */
+    void AdmitWaiting(EventLoop& loop, double timeoutS);
     /** Between admissions (from Listen on): note the next connection, once, without
      * accepting it, for HasPending. */
     void WatchForLateClients(EventLoop& loop);
 
   private:
     void OnListenReadable();
+    /** Serve loop, accepting between admissions, until done(); the timeout's message
+     * counts target clients. */
+    void Serve(EventLoop& loop,
+               const std::function<bool()>& done,
+               uint32_t target,
+               double timeoutS);
 
     AcceptHandler m_accepted;
     AdmittingQuery m_admitting;
     std::string m_path;
     int m_fd;
     uint32_t m_admitted;
-    bool m_pending;
+    uint64_t m_accepts; //!< connections accepted, with or without START
+    bool m_pending;     //!< a connection waits (noted by WatchForLateClients)
 };
 
 } // namespace ns3

@@ -44,6 +44,25 @@ UmlCalendar::OnAccepted(int fd)
     m_loop->Watch(fd, [this, raw](uint32_t) { OnClientReadable(raw); }, true);
 }
 
+std::unique_ptr<UmlCalendar::Client>
+UmlCalendar::TakeUnnamed(Client* c)
+{
+    auto it = std::find_if(m_unnamed.begin(), m_unnamed.end(), [c](const auto& owned) {
+        return owned.get() == c;
+    });
+    std::unique_ptr<Client> owned = std::move(*it);
+    m_unnamed.erase(it);
+    return owned;
+}
+
+void
+UmlCalendar::Forget(Client* c)
+{
+    NS_LOG_INFO("a connection closed without START: forgotten");
+    m_loop->Unwatch(c->conn->GetFd());
+    TakeUnnamed(c); // destroyed here: its socket closes, c is gone
+}
+
 void
 UmlCalendar::OnClientReadable(Client* c)
 {
@@ -99,16 +118,7 @@ UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
                  "of simultaneous events is fixed");
     }
     // Move the client from the unnamed list into the id-ordered map.
-    std::unique_ptr<Client> owned;
-    for (auto it = m_unnamed.begin(); it != m_unnamed.end(); ++it)
-    {
-        if (it->get() == c)
-        {
-            owned = std::move(*it);
-            m_unnamed.erase(it);
-            break;
-        }
-    }
+    std::unique_ptr<Client> owned = TakeUnnamed(c);
     c->conn->SetId(id);
     c->state = State::STARTING;
     c->offset = CurrentNs();
@@ -271,18 +281,21 @@ UmlCalendar::Depart(Client* c, bool midMessage)
     {
         return;
     }
+    if (c->state == State::CONNECTED)
+    {
+        // Still nameless (Fail needs it so): a few bytes are an error, a connection that
+        // closes without a byte (a readiness probe) is forgotten, and admission goes on.
+        if (midMessage)
+        {
+            Fail("protocol", c, "disconnected in the middle of its first message");
+        }
+        Forget(c);
+        return;
+    }
     m_loop->Unwatch(c->conn->GetFd());
     c->conn->Close();
     State was = c->state;
     c->state = State::GONE;
-    if (was == State::CONNECTED)
-    {
-        if (midMessage)
-        {
-            Fail("protocol", c, "disconnected in the middle of its START message");
-        }
-        return;
-    }
     if (c->event.GetUid() != EventId::UID::INVALID)
     {
         Remove(c->event);

@@ -264,11 +264,9 @@ UmlCalendar::Client::Id() const
 std::string
 UmlCalendar::Name(const Client* c) const
 {
-    std::string s = "client " + FormatClientId(c->Id());
-    if (c->state == State::CONNECTED)
-    {
-        s = "a client that has not sent START";
-    }
+    // Before START a connection has no id; the id it may send later is not its name yet.
+    std::string s = c->state == State::CONNECTED ? "a connection that sent no START"
+                                                 : "client " + FormatClientId(c->Id());
     if (c->pid > 0)
     {
         s += " (pid " + std::to_string(c->pid) + ")";
@@ -413,13 +411,19 @@ UmlCalendar::SyncRequests()
 }
 
 void
-UmlCalendar::ServeClientsUntilAdmitted(uint32_t target)
+UmlCalendar::HoldForAdmission()
 {
     if (m_shm)
     {
         // Nobody runs during admission: a starting client must not run ahead.
         m_shm->SetFreeUntil(CurrentNs());
     }
+}
+
+void
+UmlCalendar::ServeClientsUntilAdmitted(uint32_t target)
+{
+    HoldForAdmission();
     m_admission.ServeUntilAdmitted(*m_loop, target, m_connectTimeout);
 }
 
@@ -428,8 +432,10 @@ UmlCalendar::AcceptLateClients()
 {
     if (m_admission.HasPending())
     {
-        // A client that connects mid-run joins at the next hand-off, at the time then.
-        ServeClientsUntilAdmitted(m_admission.GetAdmitted() + 1);
+        // A client that connects mid-run joins at the next hand-off, at the time then;
+        // what waits may also be a probe that closes without START (then nobody joins).
+        HoldForAdmission();
+        m_admission.AdmitWaiting(*m_loop, m_connectTimeout);
         SyncRequests();
     }
 }

@@ -171,6 +171,10 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void OnAccepted(int fd);
     bool IsAdmitting() const;
     void OnClientReadable(Client* c);
+    /** Drop a connection that left without START: it holds no admission, has no record. */
+    void Forget(Client* c);
+    /** Take c out of the list of connections without START. */
+    std::unique_ptr<Client> TakeUnnamed(Client* c);
     void HandleMessage(Client* c, const tt::Message& msg);
     void HandleStart(Client* c, const tt::Message& msg);
     uint16_t FreeSlot() const;
@@ -181,6 +185,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void CheckProcess(Client* c);
 
     // The hand-off policy
+    void HoldForAdmission();
     void ServeClientsUntilAdmitted(uint32_t target);
     void AcceptLateClients();
     void SyncRequests();

@@ -1,8 +1,5 @@
 #include "uml-error.h"
 
-#include <cinttypes>
-#include <cstdio>
-
 namespace ns3
 {
 
@@ -38,9 +35,7 @@ UmlError::GetClientId() const
 std::string
 FormatClientId(uint64_t clientId)
 {
-    char buf[24];
-    std::snprintf(buf, sizeof(buf), "0x%" PRIx64, clientId);
-    return buf;
+    return std::to_string(clientId);
 }
 
 } // namespace ns3

@@ -29,7 +29,8 @@ class UmlError : public std::runtime_error
     uint64_t m_clientId;
 };
 
-/** A client id as every message names it: "0x2a". */
+/** A client id as every message names it: decimal, as the user wrote it on the kernel
+ * command line (time-travel=ext:42 is "42"). */
 std::string FormatClientId(uint64_t clientId);
 
 } // namespace ns3

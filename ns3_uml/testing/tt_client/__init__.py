@@ -41,7 +41,8 @@ while the client is running after START:
   ``{"op": "raw", "hex": "0100"}``, ``{"op": "short_and_close", "bytes": 8}``,
   ``{"op": "unknown_op", "value": 127, "wait_ack": true}``,
   ``{"op": "send_as_calendar", "msg": "RUN"|"FREE_UNTIL", "time": T}``,
-  ``{"op": "wrong_seq_ack", "delta": 1}`` (the next ACK we write is wrong);
+  ``{"op": "wrong_seq_ack", "delta": 1}`` (the next ACK we write is wrong),
+  ``{"op": "get_storm", "seconds": S}`` (GETs back to back for S s of wall time);
   a script with any of these runs on a :class:`HostileTTClient`
 
 At the end the client departs like a poweroff and writes the JSON of

@@ -2,7 +2,8 @@
 
 :class:`HostileTTClient` is a :class:`~ns3_uml.testing.tt_client.client.TTClient` that can also
 write raw or truncated messages, ops the protocol does not define or only the calendar may send,
-a wrong ACK seq, or stop talking.  None of it is something UML 6.12 does; the helpers never raise
+a wrong ACK seq, connect without START (a readiness probe), keep the calendar busy with a
+stream of GETs, or stop talking.  None of it is something UML 6.12 does; the helpers never raise
 for what the calendar does in response (that is what the tests look at).
 """
 
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import time as _wall
 
-from ns3_uml.protocol import MSG, Op
+from ns3_uml.protocol import MSG, MSG_SIZE, Op
 from ns3_uml.testing.tt_client.client import TTClient
-from ns3_uml.testing.tt_client.connection import U32_MASK
+from ns3_uml.testing.tt_client.connection import TIME_MINUS_ONE, U32_MASK
 
 __all__ = ["HostileTTClient"]
 
@@ -27,6 +28,54 @@ class HostileTTClient(TTClient):
             seq = (seq + self._wrong_ack_delta) & U32_MASK
             self._wrong_ack_delta = 0
         super()._ack(seq)
+
+    def connect(self) -> None:
+        """Connect to the calendar without sending START (what :meth:`start` does first)."""
+        self._connect()
+
+    @classmethod
+    def probe(cls, socket_path: str) -> None:
+        """Connect and close without a byte, as a readiness probe does."""
+        client = cls(socket_path)
+        client.connect()
+        client.close()
+
+    def get_storm(self, seconds: float, window: int = 128) -> int:
+        """Send GETs back to back for ``seconds`` of wall time, then take the last answers.
+
+        Up to ``window`` GETs are unanswered at a time, so the calendar always has one to
+        read; the window stays small because the calendar's answers, unread, fill its send
+        buffer (one buffer per 16-byte message). Every message read counts as an answer: a
+        storm is for a client nothing else is sent to. Ends early, quietly, when the calendar
+        closes the socket. Returns the number of GETs sent.
+        """
+        sock = self._require_sock()
+        self.seq = (self.seq + 1) & U32_MASK
+        half = max(1, window // 2)
+        burst = MSG.pack(Op.GET, self.seq, TIME_MINUS_ONE) * half
+        end = _wall.monotonic() + seconds
+        sent = owed = 0
+        pending = b""
+        try:
+            while True:
+                if owed < window and _wall.monotonic() < end:
+                    sock.sendall(burst)
+                    sent += half
+                    owed += half
+                elif owed <= 0:
+                    break
+                data = sock.recv(65536)
+                if not data:
+                    break
+                pending += data
+                answered = len(pending) // MSG_SIZE
+                pending = pending[answered * MSG_SIZE:]
+                owed -= answered
+        except OSError:
+            pass  # the calendar gave up on us: what the test looks at
+        self.sent["GET"] = self.sent.get("GET", 0) + sent
+        self._record("get_storm", gets=sent)
+        return sent
 
     def send_raw(self, data: bytes) -> None:
         """Write arbitrary bytes on the time socket."""

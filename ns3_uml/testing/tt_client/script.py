@@ -18,7 +18,8 @@ __all__ = ["HOSTILE_OPS", "load_script", "needs_hostile", "run_script"]
 
 #: Script ops that break the protocol on purpose (HostileTTClient only).
 HOSTILE_OPS = frozenset(
-    {"hang", "raw", "short_and_close", "unknown_op", "send_as_calendar", "wrong_seq_ack"})
+    {"hang", "raw", "short_and_close", "unknown_op", "send_as_calendar", "wrong_seq_ack",
+     "get_storm"})
 
 
 class _ScriptExit(Exception):
@@ -89,6 +90,8 @@ def _run_hostile(client: HostileTTClient, step: dict[str, Any]) -> None:
     elif op == "send_as_calendar":
         name = str(step.get("msg", "RUN")).upper()
         client.send_as_calendar(Op[name], step.get("time"))
+    elif op == "get_storm":
+        client.get_storm(float(step["seconds"]))
     elif op == "wrong_seq_ack":
         client.ack_next_with_wrong_seq(int(step.get("delta", 1)))
 
