@@ -81,11 +81,12 @@ VirtioNetDevice::GetTypeId()
                           MakeBooleanAccessor(&VirtioNetDevice::m_offloads),
                           MakeBooleanChecker())
             .AddAttribute("RxMerge",
-                          "With Offloads and RxCoalesceTime (which make the device offer "
-                          "GUEST_TSO4/6 and MRG_RXBUF) and GUEST_TSO accepted: the TCP "
-                          "segments of one flow that wait together reach the guest merged "
-                          "into one GSO frame, as Linux's GRO would merge them (a NIC's "
-                          "hardware GRO). False: one frame per segment, as without.",
+                          "With Offloads and RxCoalesceTime: offer GUEST_TSO4/6 with ECN and "
+                          "MRG_RXBUF, and, where the guest accepts GUEST_TSO, hand it the TCP "
+                          "segments of one flow that wait together merged into one GSO frame, "
+                          "as Linux's GRO would merge them (a NIC's hardware GRO). False: "
+                          "none of these offered, one frame per buffer. Read when the guest "
+                          "negotiates.",
                           BooleanValue(true),
                           MakeBooleanAccessor(&VirtioNetDevice::m_rxMerge),
                           MakeBooleanChecker());
@@ -167,9 +168,10 @@ VirtioNetDevice::SetTransmitGate(Callback<bool> canSend)
 uint64_t
 VirtioNetDevice::GetDeviceFeatures() const
 {
-    // Receive offloads (GUEST_TSO, merged buffers) only with coalescing: without it frames
-    // reach the guest one by one and there is nothing to merge. The transport's EVENT_IDX
-    // is the back-end's to add (its EventIdx attribute).
+    // Receive offloads (GUEST_TSO, merged buffers) only to merge, which needs coalescing:
+    // without it frames reach the guest one by one and there is nothing to merge; without
+    // them every frame has one buffer. The transport's EVENT_IDX is the back-end's to add
+    // (its EventIdx attribute).
     uint64_t features =
         vhost::VIRTIO_F_VERSION_1 | vhost::VIRTIO_NET_F_MAC | vhost::VIRTIO_NET_F_STATUS;
     if (!m_offloads)
@@ -177,8 +179,9 @@ VirtioNetDevice::GetDeviceFeatures() const
         return features;
     }
     features |= GsoSegmenter::OFFERED_FEATURES;
-    return m_rxCoalesceTime.IsStrictlyPositive() ? features | RxMerger::OFFERED_FEATURES
-                                                 : features;
+    return m_rxMerge && m_rxCoalesceTime.IsStrictlyPositive()
+               ? features | RxMerger::OFFERED_FEATURES
+               : features;
 }
 
 uint32_t
