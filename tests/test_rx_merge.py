@@ -288,9 +288,9 @@ def test_fake_guest_gets_a_burst_as_one_gso_frame_in_mergeable_buffers(sim: Any)
     assert hdr[NUM_BUFFERS] == _buffers(len(frame)) > 1
     assert r["fe"]["stats"]["rx_buffers"] == hdr[NUM_BUFFERS]
     _check_merged(hdr[:NUM_BUFFERS] + (0,), frame, segments, False)
-    # One frame for the guest, the wire's 20 seen on the device's trace (GuestRx: one).
+    # One frame written for the guest (GuestRx), holding the wire's 20 (the counter).
     assert len(s.trace("GuestRx0")) == 1
-    assert int(s.virtio[0].GetRxFrameCount()) == 1
+    assert int(s.virtio[0].GetRxFrameCount()) == 20
 
 
 def test_fake_guest_without_merging_gets_every_segment(sim: Any) -> None:
@@ -363,7 +363,7 @@ RX_STATS = " ".join(f"/sys/class/net/eth0/statistics/{n}"
 
 def _bulk(workdir: Path, merge: bool) -> tuple[float, list[int], int, list[Path], int]:
     """a sends 20 MB to b over 1 Gbit/s, both coalescing 50 us: (goodput, b's rx_packets,
-    rx_errors and rx_length_errors, data frames on the wire for b, pcaps, b's accepted
+    rx_errors and rx_length_errors, wire frames written for b, pcaps, b's accepted
     features)."""
     with nu.Simulation(workdir, seed=1, ipv6=False) as sim:
         a = sim.add_node("a", rx_coalesce="50us")
@@ -395,9 +395,10 @@ def test_bulk_tcp_reaches_a_real_guest_merged(uml_kernel: Path, tmp_path: Path) 
     assert features & MERGE == MERGE
     wire = assert_valid(pcaps)  # the pcaps record wire frames, before merging
     data_frames = max(s.tcp_data for s in wire)
-    # One packet per frame handed over (num_buffers read right), far fewer than the wire's.
+    # No buffer missing or too short (num_buffers read right); far fewer packets than the
+    # wire frames written for the guest.
     assert (rx_errors, rx_length_errors) == (0, 0)
-    assert abs(rx_packets - handed) <= 10, (rx_packets, handed)
+    assert rx_packets < 0.3 * handed, (rx_packets, handed)
     assert rx_packets < 0.3 * data_frames, (rx_packets, data_frames)
     # Deterministic: a second run writes the same pcaps.
     digests = [[hashlib.sha256(p.read_bytes()).hexdigest() for p in run[3]] for run in merged]

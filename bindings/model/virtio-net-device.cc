@@ -378,7 +378,7 @@ VirtioNetDevice::ResumeTransmit()
 }
 
 bool
-VirtioNetDevice::WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso)
+VirtioNetDevice::WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso, size_t wire)
 {
     Virtqueue& q = Queue(vhost::NET_RX_QUEUE);
     const uint64_t features = GetAcceptedFeatures();
@@ -468,7 +468,7 @@ VirtioNetDevice::WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso)
         }
         q.Push(m_rxChains[i].head, written);
     }
-    m_rxFrames++;
+    m_rxFrames += wire;
     if (!m_rxTrace.IsEmpty()) // no Packet per frame for a trace nobody listens to
     {
         m_rxTrace(Create<Packet>(frame.data(), frame.size()));
@@ -500,8 +500,8 @@ VirtioNetDevice::FlushRx()
     {
         // A run of one flow's segments goes as one GSO frame; anything else as it is.
         const size_t count = merge ? m_merger.Merge(m_rxPending, GetAcceptedFeatures()) : 1;
-        if (!(count > 1 ? WriteRx(m_merger.Frame(), m_merger.Header())
-                        : WriteRx(m_rxPending.front(), nullptr)))
+        if (!(count > 1 ? WriteRx(m_merger.Frame(), m_merger.Header(), count)
+                        : WriteRx(m_rxPending.front(), nullptr, 1)))
         {
             break;
         }

@@ -57,7 +57,8 @@ class VirtioNetDevice : public VhostUserBackend
     uint32_t GetContext() const;
     /** Wire frames the guest sent, after segmentation (for the benchmark). */
     uint64_t GetTxFrameCount() const;
-    /** Frames written into the guest's buffers (for the benchmark). */
+    /** Frames from ns-3 written into the guest's buffers (for the benchmark): the wire
+     * frames, each segment of a merged frame counted. */
     uint64_t GetRxFrameCount() const;
 
   protected:
@@ -76,8 +77,9 @@ class VirtioNetDevice : public VhostUserBackend
     void FlushRx();
     void RxEvent();
     /** Write one frame into the guest's receive buffers (false: not enough posted, nothing
-     * taken). `gso`: a merged frame's header (null: an ordinary frame). */
-    bool WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso);
+     * taken). `gso`: a merged frame's header (null: an ordinary frame); `wire`: the wire
+     * frames it holds. */
+    bool WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso, size_t wire);
     /** Whether FlushRx merges (RxMerge, coalescing on, GUEST_TSO accepted). */
     bool MergesRx() const;
     /** Schedule fn now under the node's context unless pending is (then nothing). */
