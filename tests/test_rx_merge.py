@@ -1,6 +1,7 @@
-"""Receive merging (issue "Wire speed"): with offloads and receive coalescing, the TCP
-segments of one flow that wait together reach the guest as one GSO frame, as a NIC with
-hardware GRO hands them over, spread over as many mergeable receive buffers as it needs.
+"""Receive merging (issue "Wire speed"): with offloads, receive coalescing and RxMerge (off
+by default), the TCP segments of one flow that wait together reach the guest as one GSO
+frame, as a NIC with hardware GRO hands them over, spread over as many mergeable receive
+buffers as it needs.
 
 The merger alone (crafted segments through cppyy, checked against what Linux's GRO takes and
 against the segmenter cutting the merged frame back), fake guests (the reference front-end
@@ -249,13 +250,15 @@ def test_frames_that_are_not_tcp_pass_as_they_are() -> None:
 
 # ------------------------------------------------------------------ fake guests
 
-def _fake_sim(sim: Any) -> Any:
-    s = sim(guests=1, offloads=True, rx_coalesce_ns=WINDOW_NS)
+def _fake_sim(sim: Any, coalesce_ns: int = WINDOW_NS) -> Any:
+    """One fake guest's device with offloads, coalescing and RxMerge (off by default)."""
+    s = sim(guests=1, offloads=True, rx_coalesce_ns=coalesce_ns)
+    s.virtio[0].SetAttribute("RxMerge", s.ns.BooleanValue(True))
     return s
 
 
 def test_the_device_offers_receive_merging_only_with_coalescing(sim: Any) -> None:
-    plain = sim(guests=1, offloads=True)
+    plain = _fake_sim(sim, 0)
     g = plain.start(0, [sleep(1000), CONNECT, sleep(1000)], features=hex(MERGE))
     plain.run()
     r = g.ok()
@@ -419,6 +422,8 @@ def test_a_forwarding_guest_passes_merged_tcp_on(uml_kernel: Path, tmp_path: Pat
         b = sim.add_node("b", rx_coalesce="50us")
         for left, right, subnet in ((a, r, "10.1.0.0/24"), (r, b, "10.2.0.0/24")):
             sim.point_to_point(left, right, rate="1Gbps", delay="0.1ms", subnet=subnet)
+        for v in r.virtio_devices:
+            v.SetAttribute("RxMerge", sim.ns.BooleanValue(True))
         a.add_route("10.2.0.0/24", via=r.ips[0])
         b.add_route("default", via=r.ips[1])
         b.run("iperf3 -s -1", background=True, name="server")

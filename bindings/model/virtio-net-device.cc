@@ -85,9 +85,10 @@ VirtioNetDevice::GetTypeId()
                           "MRG_RXBUF, and, where the guest accepts GUEST_TSO, hand it the TCP "
                           "segments of one flow that wait together merged into one GSO frame, "
                           "as Linux's GRO would merge them (a NIC's hardware GRO). False: "
-                          "none of these offered, one frame per buffer. Read when the guest "
-                          "negotiates.",
-                          BooleanValue(true),
+                          "none of these offered, one frame per buffer (the default: merging "
+                          "did not make bulk TCP faster in wall time, docs/DESIGN.md section "
+                          "5). Read when the guest negotiates.",
+                          BooleanValue(false),
                           MakeBooleanAccessor(&VirtioNetDevice::m_rxMerge),
                           MakeBooleanChecker());
     return tid;
@@ -100,7 +101,7 @@ VirtioNetDevice::VirtioNetDevice()
       m_txFrames(0),
       m_rxFrames(0),
       m_offloads(true),
-      m_rxMerge(true)
+      m_rxMerge(false)
 {
 }
 

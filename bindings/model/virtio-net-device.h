@@ -28,8 +28,8 @@ namespace ns3
  * wait for the end of a window and reach the guest together.
  * With Offloads the guest may hand over unchecksummed and GSO frames (up to 64 KiB): they
  * enter ns-3 as the wire frames a TSO NIC would send (GsoSegmenter); frames for the guest
- * are marked DATA_VALID (ns-3's checksums are real). With Offloads and receive coalescing
- * the device also offers GUEST_TSO4/6 and MRG_RXBUF: the TCP segments of one flow waiting
+ * are marked DATA_VALID (ns-3's checksums are real). With Offloads, receive coalescing and
+ * RxMerge the device also offers GUEST_TSO4/6 and MRG_RXBUF: the TCP segments of one flow waiting
  * together reach the guest as one GSO frame (RxMerger, attribute RxMerge), spread over as
  * many receive buffers as it needs, as a NIC with hardware GRO hands them over.
  */
