@@ -366,6 +366,14 @@ GOOD_PACKET_LEN = ETH_HLEN + VLAN_HLEN + ETH_DATA_LEN  # 1518
 #: without big packets (``add_recvbuf_small``: ``hdr_len + GOOD_PACKET_LEN``), one descriptor.
 LINUX_RX_BUF_LEN = VIRTIO_NET_HDR_LEN + GOOD_PACKET_LEN  # 1530
 LINUX_RX_BUF_LEN_LEGACY = VIRTIO_NET_HDR_LEN_LEGACY + GOOD_PACKET_LEN  # 1528
+#: Bytes per mergeable RX buffer (MRG_RXBUF, one descriptor) as the 6.12 driver first posts
+#: them (``get_mergeable_buf_len``: ``hdr_len + GOOD_PACKET_LEN``, its EWMA's floor, aligned
+#: to the 64-byte cache line; it grows with the average packet up to a page).
+LINUX_MRG_RX_BUF_LEN = (VIRTIO_NET_HDR_LEN + GOOD_PACKET_LEN + 63) & ~63  # 1536
+#: Receive offloads a device with receive merging offers (the core's
+#: ``RxMerger::OFFERED_FEATURES``): GUEST_TSO4/6 with ECN, and mergeable RX buffers.
+RX_MERGE_FEATURES = _bits(NetFeature.GUEST_TSO4, NetFeature.GUEST_TSO6, NetFeature.GUEST_ECN,
+                          NetFeature.MRG_RXBUF)
 #: NAPI weight of virtio-net: used entries handled per poll before a refill check.
 LINUX_NAPI_BUDGET = 64
 

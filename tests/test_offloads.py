@@ -413,7 +413,8 @@ def test_offload_constants_match_the_core() -> None:
 
     ns3_uml._native.load()
     v = cppyy.gbl.ns3.vhost
-    for name in ("CSUM", "GUEST_CSUM", "HOST_TSO4", "HOST_TSO6", "HOST_ECN", "HOST_USO"):
+    for name in ("CSUM", "GUEST_CSUM", "HOST_TSO4", "HOST_TSO6", "HOST_ECN", "HOST_USO",
+                 "GUEST_TSO4", "GUEST_TSO6", "GUEST_ECN", "MRG_RXBUF"):
         assert getattr(v, f"VIRTIO_NET_F_{name}") == 1 << vp.NetFeature[name], name
     for name in ("NEEDS_CSUM", "DATA_VALID", "RSC_INFO"):
         assert getattr(v, f"NET_HDR_F_{name}") == getattr(vp, f"VIRTIO_NET_HDR_F_{name}")
@@ -422,6 +423,7 @@ def test_offload_constants_match_the_core() -> None:
     assert v.NET_HDR_OFF_NUM_BUFFERS == vp.VIRTIO_NET_HDR_OFF_NUM_BUFFERS
     assert v.NET_MTU == vp.ETH_DATA_LEN
     assert cppyy.gbl.ns3.GsoSegmenter.OFFERED_FEATURES == ALL_OFFLOADS
+    assert cppyy.gbl.ns3.RxMerger.OFFERED_FEATURES == vp.RX_MERGE_FEATURES
 
 
 _SEGMENTER = r"""

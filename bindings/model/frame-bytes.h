@@ -1,5 +1,6 @@
 // Raw Ethernet/IP frames for the code that builds or rewrites them byte by byte (the bridge,
-// the GSO segmenter): protocol numbers, big-endian fields, the Internet checksum (RFC 1071).
+// the GSO segmenter, the receive merger): protocol numbers, header fields, big-endian and
+// little-endian fields, the Internet checksum (RFC 1071).
 #ifndef NS3_UML_FRAME_BYTES_H
 #define NS3_UML_FRAME_BYTES_H
 
@@ -24,6 +25,33 @@ constexpr size_t UDP_HLEN = 8;
 constexpr uint8_t IPPROTO_TCP = 6;
 constexpr uint8_t IPPROTO_UDP = 17;
 constexpr uint8_t IPPROTO_ICMPV6 = 58;
+
+// Header fields (offsets from the header's start) and TCP flags.
+constexpr uint8_t TCP_FLAG_FIN = 0x01;
+constexpr uint8_t TCP_FLAG_SYN = 0x02;
+constexpr uint8_t TCP_FLAG_RST = 0x04;
+constexpr uint8_t TCP_FLAG_PSH = 0x08;
+constexpr uint8_t TCP_FLAG_URG = 0x20;
+constexpr uint8_t TCP_FLAG_CWR = 0x80;
+constexpr size_t TCP_OFF_SEQ = 4;
+constexpr size_t TCP_OFF_ACK = 8;
+constexpr size_t TCP_OFF_DOFF = 12;
+constexpr size_t TCP_OFF_FLAGS = 13;
+constexpr size_t TCP_OFF_CHECK = 16;
+constexpr size_t UDP_OFF_LEN = 4;
+constexpr size_t UDP_OFF_CHECK = 6;
+constexpr size_t IPV4_OFF_TOS = 1;
+constexpr size_t IPV4_OFF_TOT_LEN = 2;
+constexpr size_t IPV4_OFF_ID = 4;
+constexpr size_t IPV4_OFF_FRAG = 6;
+constexpr size_t IPV4_OFF_TTL = 8;
+constexpr size_t IPV4_OFF_PROTO = 9;
+constexpr size_t IPV4_OFF_CHECK = 10;
+constexpr size_t IPV4_OFF_SRC = 12;
+constexpr size_t IPV6_OFF_PLEN = 4;
+constexpr size_t IPV6_OFF_NEXT = 6;
+constexpr size_t IPV6_OFF_HOPS = 7;
+constexpr size_t IPV6_OFF_SRC = 8;
 
 inline uint16_t
 Be16(const uint8_t* p)
@@ -58,6 +86,13 @@ inline uint16_t
 Le16(const uint8_t* p)
 {
     return static_cast<uint16_t>(p[0] | p[1] << 8);
+}
+
+inline void
+PutLe16(uint8_t* p, uint16_t v)
+{
+    p[0] = static_cast<uint8_t>(v);
+    p[1] = static_cast<uint8_t>(v >> 8);
 }
 
 /** Add data (big-endian 16-bit words; an odd last byte padded with zero) to a running

@@ -12,23 +12,6 @@ namespace
 {
 using namespace framebytes;
 
-constexpr uint8_t TCP_FLAG_FIN = 0x01;
-constexpr uint8_t TCP_FLAG_PSH = 0x08;
-constexpr uint8_t TCP_FLAG_CWR = 0x80;
-constexpr size_t TCP_OFF_SEQ = 4;
-constexpr size_t TCP_OFF_FLAGS = 13;
-constexpr size_t TCP_OFF_CHECK = 16;
-constexpr size_t UDP_OFF_LEN = 4;
-constexpr size_t UDP_OFF_CHECK = 6;
-constexpr size_t IPV4_OFF_TOT_LEN = 2;
-constexpr size_t IPV4_OFF_ID = 4;
-constexpr size_t IPV4_OFF_FRAG = 6;
-constexpr size_t IPV4_OFF_PROTO = 9;
-constexpr size_t IPV4_OFF_CHECK = 10;
-constexpr size_t IPV4_OFF_SRC = 12;
-constexpr size_t IPV6_OFF_PLEN = 4;
-constexpr size_t IPV6_OFF_NEXT = 6;
-constexpr size_t IPV6_OFF_SRC = 8;
 constexpr uint16_t IPV4_FRAG_MASK = 0x3fff; // MF and the fragment offset
 constexpr uint16_t CSUM_MANGLED_0 = 0xffff; // a computed 0 is sent as 0xffff, as Linux does
 

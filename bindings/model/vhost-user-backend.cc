@@ -77,7 +77,7 @@ VhostUserBackend::VhostUserBackend()
       m_features(0),
       m_protocolFeatures(0),
       m_offerEventIdx(true),
-      m_eventIdxNegotiated(false),
+      m_negotiated(0),
       m_kicks(0),
       m_calls(0)
 {
@@ -195,7 +195,13 @@ VhostUserBackend::GetCallCount() const
 bool
 VhostUserBackend::UsesEventIdx() const
 {
-    return m_eventIdxNegotiated;
+    return m_negotiated & vhost::VIRTIO_F_EVENT_IDX;
+}
+
+uint64_t
+VhostUserBackend::GetNegotiatedFeatures() const
+{
+    return m_negotiated;
 }
 
 uint64_t
@@ -453,10 +459,10 @@ VhostUserBackend::Dispatch(const vhost::Header& h, const uint8_t* p, std::vector
                 GuestError("accepted features that were not offered");
             }
             m_features = f;
-            m_eventIdxNegotiated = f & vhost::VIRTIO_F_EVENT_IDX;
+            m_negotiated = f;
             for (auto& q : m_queues)
             {
-                q.SetEventIdx(m_eventIdxNegotiated);
+                q.SetEventIdx(UsesEventIdx());
             }
             ReplyAck(h, 0);
             return;

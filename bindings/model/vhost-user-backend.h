@@ -49,6 +49,9 @@ class VhostUserBackend : public Object
     /** Whether VIRTIO_F_EVENT_IDX was negotiated with the guest (the last one that
      * connected, even once it has gone). */
     bool UsesEventIdx() const;
+    /** The device features the guest accepted (the last one that connected, even once it
+     * has gone). */
+    uint64_t GetNegotiatedFeatures() const;
 
   protected:
     void DoDispose() override;
@@ -96,7 +99,7 @@ class VhostUserBackend : public Object
     GuestMemory m_memory;
     std::vector<Virtqueue> m_queues;
     bool m_offerEventIdx;
-    bool m_eventIdxNegotiated;
+    uint64_t m_negotiated; // the last guest's accepted features (kept after it went)
     uint64_t m_kicks;
     uint64_t m_calls;
 };

@@ -3,6 +3,7 @@
 #define NS3_UML_VIRTIO_NET_DEVICE_H
 
 #include "gso-segmenter.h"
+#include "rx-merger.h"
 #include "vhost-user-backend.h"
 
 #include "ns3/callback.h"
@@ -27,7 +28,10 @@ namespace ns3
  * wait for the end of a window and reach the guest together.
  * With Offloads the guest may hand over unchecksummed and GSO frames (up to 64 KiB): they
  * enter ns-3 as the wire frames a TSO NIC would send (GsoSegmenter); frames for the guest
- * are marked DATA_VALID (ns-3's checksums are real).
+ * are marked DATA_VALID (ns-3's checksums are real). With Offloads, receive coalescing and
+ * RxMerge the device also offers GUEST_TSO4/6 and MRG_RXBUF: the TCP segments of one flow waiting
+ * together reach the guest as one GSO frame (RxMerger, attribute RxMerge), spread over as
+ * many receive buffers as it needs, as a NIC with hardware GRO hands them over.
  */
 class VirtioNetDevice : public VhostUserBackend
 {
@@ -53,7 +57,8 @@ class VirtioNetDevice : public VhostUserBackend
     uint32_t GetContext() const;
     /** Wire frames the guest sent, after segmentation (for the benchmark). */
     uint64_t GetTxFrameCount() const;
-    /** Frames written into the guest's buffers (for the benchmark). */
+    /** Frames from ns-3 written into the guest's buffers (for the benchmark): the wire
+     * frames, each segment of a merged frame counted. */
     uint64_t GetRxFrameCount() const;
 
   protected:
@@ -71,7 +76,12 @@ class VirtioNetDevice : public VhostUserBackend
     bool CanTransmit() const;
     void FlushRx();
     void RxEvent();
-    bool WriteRx(const std::vector<uint8_t>& frame);
+    /** Write one frame into the guest's receive buffers (false: not enough posted, nothing
+     * taken). `gso`: a merged frame's header (null: an ordinary frame); `wire`: the wire
+     * frames it holds. */
+    bool WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso, size_t wire);
+    /** Whether FlushRx merges (RxMerge, coalescing on, GUEST_TSO accepted). */
+    bool MergesRx() const;
     /** Schedule fn now under the node's context unless pending is (then nothing). */
     void ScheduleNow(Ptr<EventImpl>& pending, void (VirtioNetDevice::*fn)());
     /** Schedule fn after delay under the node's context unless pending is (then nothing). */
@@ -103,7 +113,10 @@ class VirtioNetDevice : public VhostUserBackend
     uint64_t m_txFrames;
     uint64_t m_rxFrames;
     bool m_offloads;
+    bool m_rxMerge;
     GsoSegmenter m_segmenter;
+    RxMerger m_merger;
+    std::vector<Virtqueue::Chain> m_rxChains; // the chains one frame is written to (kept)
     std::vector<uint8_t> m_txBuffer; // the buffer being sent (kept: no allocation per frame)
 };
 

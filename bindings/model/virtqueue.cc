@@ -193,6 +193,12 @@ Virtqueue::Pop(const GuestMemory& mem, Chain& chain)
 }
 
 void
+Virtqueue::Unpop(uint16_t count)
+{
+    m_lastAvail = static_cast<uint16_t>(m_lastAvail - count);
+}
+
+void
 Virtqueue::Push(uint16_t head, uint32_t written)
 {
     auto* ring = reinterpret_cast<vhost::UsedElem*>(m_used + 2);

@@ -54,6 +54,13 @@ class Virtqueue
 
     /** The next available chain (false if none); throws VirtqueueError for a bad one. */
     bool Pop(const GuestMemory& mem, Chain& chain);
+    /**
+     * Put back the last `count` chains popped and not pushed: the next Pop returns them
+     * again (a frame that needs more receive buffers than there are waits whole). The
+     * avail_event a Pop wrote on finding the ring empty stays: the driver kicks for its
+     * next buffer, and the frame is tried again then.
+     */
+    void Unpop(uint16_t count);
     /** Return a chain to the driver with the bytes written into it. */
     void Push(uint16_t head, uint32_t written);
     /**

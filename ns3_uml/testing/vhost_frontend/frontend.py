@@ -1,5 +1,6 @@
 """Linux 6.12's virtio-net driver (``drivers/net/virtio_net.c``) over UML's vhost-user
-transport: feature choice, probe, small RX buffers, TX chains, NAPI refill.
+transport: feature choice, probe, small or mergeable RX buffers (with the receive offloads'
+GSO headers checked as ``virtio_net_hdr_to_skb`` does), TX chains, NAPI refill.
 
 The device it drives is ``VirtioNetDevice`` (``bindings/model/virtio-net-device.h``).
 """
@@ -17,6 +18,7 @@ from ns3_uml.vhost_protocol import (
     ETH_HLEN,
     ETH_MIN_MTU,
     GOOD_PACKET_LEN,
+    LINUX_MRG_RX_BUF_LEN,
     LINUX_NAPI_BUDGET,
     LINUX_NET_DRIVER_FEATURES,
     LINUX_NET_DRIVER_FEATURES_LEGACY,
@@ -28,6 +30,11 @@ from ns3_uml.vhost_protocol import (
     NET_TX_QUEUE,
     UML_SUPPORTED_FEATURES,
     VIRTIO_NET_HDR,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6,
     VIRTIO_NET_HDR_LEN,
     VIRTIO_NET_HDR_LEN_LEGACY,
     VIRTIO_NET_HDR_MRG,
@@ -46,9 +53,12 @@ from ns3_uml.testing.vhost_frontend.transport import TRANSPORT_MASK, VhostUserTr
 
 __all__ = ["DEFAULT_ACCEPTED_FEATURES", "VhostUserFrontend"]
 
-#: Device features this reference front-end implements the data path for.  Linux would
-#: accept more (offloads, MRG_RXBUF, CTRL_VQ, EVENT_IDX, INDIRECT...); what it would have
-#: accepted and we did not is reported in ``declined_features``.
+TCP_CHECK_OFFSET = 16  # offsetof(struct tcphdr, check): where a TCP GSO frame's csum goes
+
+#: Device features this reference front-end accepts by default.  It also implements the data
+#: path of EVENT_IDX, the offloads and MRG_RXBUF with GUEST_TSO4/6/ECN (``features=``); Linux
+#: would accept more (CTRL_VQ, INDIRECT...); what it would have accepted and we did not is
+#: reported in ``declined_features``.
 DEFAULT_ACCEPTED_FEATURES = (
     (1 << VirtioFeature.VERSION_1)
     | (1 << NetFeature.MAC)
@@ -87,9 +97,16 @@ class VhostUserFrontend(VhostUserTransport):
         self._rx_frames: list[bytes] = []
 
     @property
+    def mergeable(self) -> bool:
+        """MRG_RXBUF: a received frame may span several RX buffers (``num_buffers``)."""
+        return self.has_feature(NetFeature.MRG_RXBUF)
+
+    @property
     def rx_buf_len(self) -> int:
-        """Writable bytes per RX buffer, as ``add_recvbuf_small`` posts them."""
-        return self.hdr_len + GOOD_PACKET_LEN
+        """Writable bytes per RX buffer, as ``add_recvbuf_small`` posts them, or
+        ``add_recvbuf_mergeable`` at its average packet length's floor (not modelled: the
+        EWMA that lets them grow to a page)."""
+        return LINUX_MRG_RX_BUF_LEN if self.mergeable else self.hdr_len + GOOD_PACKET_LEN
 
     @property
     def rxq(self) -> SplitQueue:
@@ -186,6 +203,11 @@ class VhostUserFrontend(VhostUserTransport):
             self.hdr_len = VIRTIO_NET_HDR_LEN
         else:
             self.hdr_len = VIRTIO_NET_HDR_LEN_LEGACY
+        guest_gso = self.has_feature(NetFeature.GUEST_TSO4) or self.has_feature(
+            NetFeature.GUEST_TSO6)
+        if guest_gso and not self.mergeable:
+            raise VhostUnsupported("GUEST_TSO without MRG_RXBUF: Linux would post big-packet "
+                                   "RX chains, not modelled here")
         if self.has_feature(NetFeature.MTU):
             self.mtu = self._cread16(NET_CONFIG_OFF_MTU)
             if self.mtu is not None and self.mtu > ETH_DATA_LEN:
@@ -323,7 +345,8 @@ class VhostUserFrontend(VhostUserTransport):
         return count
 
     def _receive_buf(self, chain: PostedChain, length: int) -> None:
-        """``receive_buf()`` + ``receive_small()`` for one used RX buffer."""
+        """``receive_buf()`` + ``receive_small()`` or ``receive_mergeable()`` for one used RX
+        buffer (and, with MRG_RXBUF, the ``num_buffers - 1`` after it)."""
         hdr_len = self.hdr_len
         room = sum(chain.lengths)
         if length < hdr_len + ETH_HLEN:
@@ -331,7 +354,7 @@ class VhostUserFrontend(VhostUserTransport):
             self._warn(f"short packet {length}")
             return
         frame_len = length - hdr_len
-        if frame_len > GOOD_PACKET_LEN or length > room:
+        if length > room or (not self.mergeable and frame_len > GOOD_PACKET_LEN):
             self.stats["rx_length_errors"] += 1
             self._warn(f"rx error: len {frame_len} exceeds max size {GOOD_PACKET_LEN}")
             return
@@ -340,15 +363,62 @@ class VhostUserFrontend(VhostUserTransport):
         if hdr_len == VIRTIO_NET_HDR_LEN:
             hdr = VIRTIO_NET_HDR_MRG.unpack(raw_hdr)
             # Linux ignores num_buffers without MRG_RXBUF; a device should still write 1
-            if hdr[6] != 1:
+            if not self.mergeable and hdr[6] != 1:
                 self.stats["rx_bad_num_buffers"] += 1
                 self._warn(f"RX header num_buffers {hdr[6]} != 1")
         else:
             hdr = VIRTIO_NET_HDR.unpack(raw_hdr)
+        frame = self.mem.read(addr + hdr_len, frame_len)
+        if self.mergeable:
+            num_buf = hdr[6]
+            if num_buf < 1:
+                self.stats["rx_length_errors"] += 1
+                self._warn(f"RX header num_buffers {num_buf} < 1")
+                return
+            for i in range(1, num_buf):
+                got = self.rxq.get_buf()
+                if got is None:
+                    self.stats["rx_length_errors"] += 1
+                    self._warn(f"rx error: {num_buf - i} buffers out of {num_buf} missing")
+                    return
+                more, more_len = got
+                if more_len > sum(more.lengths):
+                    self.stats["rx_length_errors"] += 1
+                    self._warn(f"rx error: len {more_len} > truesize {sum(more.lengths)}")
+                    return
+                frame += self.mem.read(more.bufs[0][0], more_len)
+            self.stats["rx_buffers"] += num_buf
+        problem = self._check_rx_gso(hdr, frame)
+        if problem:
+            self.stats["rx_gso_errors"] += 1
+            self._warn(problem)
+            return
         self.rx_headers.append(hdr)
-        self._rx_frames.append(self.mem.read(addr + hdr_len, frame_len))
+        self._rx_frames.append(frame)
         self.stats["rx_frames"] += 1
-        self.stats["rx_bytes"] += frame_len
+        self.stats["rx_bytes"] += len(frame)
+
+    def _check_rx_gso(self, hdr: tuple[int, ...], frame: bytes) -> str | None:
+        """What ``virtio_net_hdr_to_skb()`` and the feature rules refuse in an RX header."""
+        flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = hdr[:6]
+        if gso_type == VIRTIO_NET_HDR_GSO_NONE:
+            return None
+        kind = gso_type & ~VIRTIO_NET_HDR_GSO_ECN
+        needs = {VIRTIO_NET_HDR_GSO_TCPV4: NetFeature.GUEST_TSO4,
+                 VIRTIO_NET_HDR_GSO_TCPV6: NetFeature.GUEST_TSO6}.get(kind)
+        if needs is None or not self.has_feature(needs):
+            return f"RX gso_type {gso_type:#x} not negotiated"
+        if gso_type & VIRTIO_NET_HDR_GSO_ECN and not self.has_feature(NetFeature.GUEST_ECN):
+            return "RX gso_type with ECN, GUEST_ECN not negotiated"
+        if gso_size == 0:
+            return "RX GSO frame with gso_size 0"
+        if not flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+            return "RX GSO frame without NEEDS_CSUM"  # Linux would probe; a device sets it
+        if csum_offset != TCP_CHECK_OFFSET or csum_start + 20 > len(frame):
+            return f"RX GSO frame with csum_start {csum_start}, csum_offset {csum_offset}"
+        if hdr_len > len(frame):
+            return f"RX GSO frame with hdr_len {hdr_len} past its {len(frame)} bytes"
+        return None
 
     def napi_poll(self) -> None:
         """``virtnet_poll()``: budgeted receive, refill when over half the budget is free."""
