@@ -641,20 +641,25 @@ def _gso_chain(buffer: bytes, piece: int = 4096) -> dict[str, Any]:
                    for k, p in enumerate(parts)))
 
 
+def _send_gso_frame(s: Any, then_ns: int) -> tuple[dict[str, Any], bytes]:
+    """A fake guest hands over one 10 KiB TCP GSO frame (8 segments) at 2 us and sleeps
+    then_ns more; returns its result and the buffer (header + frame) it sent."""
+    frame = _ipv4_tcp_frame(bytes(range(256)) * 40, TCP_ACK | TCP_PSH)
+    buffer = _hdr(_NEEDS, _TCP4, 66, 1448, 34, 16) + mac(1) + mac(0) + frame[12:]
+    g = s.start(0, [sleep(1000), CONNECT, sleep(1000), _gso_chain(buffer), sleep(then_ns)],
+                features=hex(ALL_OFFLOADS))
+    s.run()
+    return g.ok(), buffer
+
+
 def test_fake_guest_gso_frame_enters_ns3_as_segments(sim: Any) -> None:
     s = sim(guests=1, offloads=True)
-    frame = _ipv4_tcp_frame(bytes(range(256)) * 40, TCP_ACK | TCP_PSH)
-    frame = mac(1) + mac(0) + frame[12:]
-    header = _hdr(_NEEDS, _TCP4, 66, 1448, 34, 16)
-    g = s.start(0, [sleep(1000), CONNECT, sleep(1000), _gso_chain(header + frame),
-                    sleep(100_000)], features=hex(ALL_OFFLOADS))
-    s.run()
-    r = g.ok()
+    r, buffer = _send_gso_frame(s, 100_000)
     assert r["fe"]["features"] & ALL_OFFLOADS == ALL_OFFLOADS
     sent = s.trace("GuestTx0")
     # Eight segments at the guest's time, back to back; the link then serializes them.
     assert [t for t, _ in sent] == [2000] * 8
-    assert sent == [(2000, f) for f in _segment(ALL_OFFLOADS, header + frame)]
+    assert sent == [(2000, f) for f in _segment(ALL_OFFLOADS, buffer)]
     assert len(s.trace("link.MacTx0")) == 8
 
 
@@ -669,14 +674,8 @@ def test_fake_guest_gso_burst_waits_for_room_in_the_device_queue(sim: Any,
     s.bridges[0].SetAttribute("FlowControl", s.ns.BooleanValue(flow_control))
     queue = s.devices.Get(0).GetQueue()
     queue.SetMaxSize(s.ns.QueueSize("3p"))
-    frame = _ipv4_tcp_frame(bytes(range(256)) * 40, TCP_ACK | TCP_PSH)
-    frame = mac(1) + mac(0) + frame[12:]
-    header = _hdr(_NEEDS, _TCP4, 66, 1448, 34, 16)
-    g = s.start(0, [sleep(1000), CONNECT, sleep(1000), _gso_chain(header + frame),
-                    sleep(1_000_000)], features=hex(ALL_OFFLOADS))
-    s.run()
-    g.ok()
-    segments = _segment(ALL_OFFLOADS, header + frame)
+    _, buffer = _send_gso_frame(s, 1_000_000)
+    segments = _segment(ALL_OFFLOADS, buffer)
     sent = s.trace("GuestTx0")
     if not flow_control:
         assert [t for t, _ in sent] == [2000] * 8
