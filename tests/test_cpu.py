@@ -201,7 +201,9 @@ class AffinityWatch:
                 if cpus is not None:
                     self.guests.setdefault(pid, set()).add(frozenset(cpus))
             cpus = allowed_cpus(os.getpid(), self._caller)
-            if cpus is not None:
+            # Kept only if a guest is still there afterwards: run() gives the thread its
+            # mask back once every guest is reaped, and this sample may straddle that.
+            if cpus is not None and any(allowed_cpus(r) is not None for r in roots):
                 self.caller.add(frozenset(cpus))
 
 
