@@ -170,10 +170,16 @@ BufferedPcapFile::Flush()
 {
     if (m_fd >= 0 && !m_buffer.empty())
     {
-        std::vector<uint8_t> pending;
-        pending.swap(m_buffer); // an error below leaves nothing to write twice
-        m_buffer.reserve(m_bufferSize + SNAP_LEN + sizeof(RecordHeader));
-        WriteAll(m_fd, pending.data(), pending.size(), m_path);
+        try
+        {
+            WriteAll(m_fd, m_buffer.data(), m_buffer.size(), m_path);
+        }
+        catch (...)
+        {
+            m_buffer.clear(); // nothing to write twice after an error
+            throw;
+        }
+        m_buffer.clear(); // the capacity stays: no allocation per block
     }
 }
 

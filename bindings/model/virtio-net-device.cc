@@ -1,5 +1,7 @@
 #include "virtio-net-device.h"
 
+#include "frame-bytes.h"
+
 #include "ns3/boolean.h"
 #include "ns3/log.h"
 #include "ns3/mac48-address.h"
@@ -180,9 +182,7 @@ VirtioNetDevice::GetDeviceFeatures() const
         return features;
     }
     features |= GsoSegmenter::OFFERED_FEATURES;
-    return m_rxMerge && m_rxCoalesceTime.IsStrictlyPositive()
-               ? features | RxMerger::OFFERED_FEATURES
-               : features;
+    return OffersRxMerge() ? features | RxMerger::OFFERED_FEATURES : features;
 }
 
 uint32_t
@@ -440,8 +440,7 @@ VirtioNetDevice::WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso, 
         // ns-3's checksums are real (Simulation enables them); the guest need not verify.
         header[vhost::NET_HDR_OFF_FLAGS] = vhost::NET_HDR_F_DATA_VALID;
     }
-    header[vhost::NET_HDR_OFF_NUM_BUFFERS] = static_cast<uint8_t>(used);
-    header[vhost::NET_HDR_OFF_NUM_BUFFERS + 1] = static_cast<uint8_t>(used >> 8);
+    framebytes::PutLe16(header + vhost::NET_HDR_OFF_NUM_BUFFERS, used);
     const uint8_t* src[2] = {header, frame.data()};
     size_t left[2] = {sizeof(header), frame.size()};
     int part = 0;
@@ -478,11 +477,16 @@ VirtioNetDevice::WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso, 
 }
 
 bool
+VirtioNetDevice::OffersRxMerge() const
+{
+    return m_rxMerge && m_rxCoalesceTime.IsStrictlyPositive();
+}
+
+bool
 VirtioNetDevice::MergesRx() const
 {
-    return m_rxMerge && m_rxCoalesceTime.IsStrictlyPositive() &&
-           (GetAcceptedFeatures() &
-            (vhost::VIRTIO_NET_F_GUEST_TSO4 | vhost::VIRTIO_NET_F_GUEST_TSO6));
+    return OffersRxMerge() && (GetAcceptedFeatures() & (vhost::VIRTIO_NET_F_GUEST_TSO4 |
+                                                        vhost::VIRTIO_NET_F_GUEST_TSO6));
 }
 
 void

@@ -21,8 +21,9 @@ namespace ns3
 
 /**
  * A guest's network interface. TX: a kick is answered at once and the frames become ns-3
- * work at the guest's current simulated time, as fast as the transmit gate lets them. RX: frames go into the buffers the guest
- * posted and the guest is called in-band; without buffers they wait in a bounded queue.
+ * work at the guest's current simulated time, as fast as the transmit gate lets them. RX:
+ * frames go into the buffers the guest posted and the guest is called in-band; without
+ * buffers they wait in a bounded queue.
  * Every frame due at the same simulated time is written before one call; with receive
  * coalescing (RxCoalesceTime, RxCoalesceFrames, as ethtool's rx-usecs and rx-frames) frames
  * wait for the end of a window and reach the guest together.
@@ -80,7 +81,9 @@ class VirtioNetDevice : public VhostUserBackend
      * taken). `gso`: a merged frame's header (null: an ordinary frame); `wire`: the wire
      * frames it holds. */
     bool WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso, size_t wire);
-    /** Whether FlushRx merges (RxMerge, coalescing on, GUEST_TSO accepted). */
+    /** Whether the device offers what merging needs (RxMerge with coalescing on). */
+    bool OffersRxMerge() const;
+    /** Whether FlushRx merges (offered, and GUEST_TSO accepted). */
     bool MergesRx() const;
     /** Schedule fn now under the node's context unless pending is (then nothing). */
     void ScheduleNow(Ptr<EventImpl>& pending, void (VirtioNetDevice::*fn)());
