@@ -137,16 +137,26 @@ class Calendar:
         self._call(self._impl.AdmitClients, n)
 
     def run(self, until: str | int | float | None = None) -> dict[str, Any]:
-        """Run the schedule until ``until`` (simulated, e.g. "10s"), or until nothing is left
-        to do (every client gone or waiting with no request). Returns ``summary()``."""
+        """Run the schedule until ``until`` (simulated, e.g. "10s"), until something calls
+        ``Simulator::Stop`` (a device that needs Python), or until nothing is left to do
+        (every client gone or waiting with no request). May be called again: the schedule
+        goes on from where it stopped. Returns ``summary()``."""
         ns = self.ns
+        stop = None
         if until is not None:
-            ns.Simulator.Stop(ns.NanoSeconds(parse_time(until)))
+            delay = parse_time(until) - self.now_ns()
+            if delay < 0:
+                raise ValueError(f"until {until!r} is before the simulated time "
+                                 f"({self.now_ns()} ns)")
+            stop = ns.Simulator.Stop(ns.NanoSeconds(delay))
         self._install_interrupt()
         try:
             self._call(ns.Simulator.Run)
         finally:
             self._remove_interrupt()
+            if stop is not None and not self._closed and not ns.Simulator.IsExpired(stop):
+                # Stopped earlier: the next run must not stop at this one's end.
+                ns.Simulator.Remove(stop)
         return self.summary()
 
     def now_ns(self) -> int:

@@ -9,12 +9,32 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from .bridge import bridge_interface, guest_mac
 from .guest import (Command, CommandResult, GuestConfig, GuestProcess, InterfaceConfig,
                     check_command_name, default_command_name, guest_seed, interface_name)
 from .units import parse_time
+
+if TYPE_CHECKING:
+    from .commands import CommandHandle
+
+
+class GuestCommands(Protocol):
+    """What a guest asks of its simulation to run commands once it has booted."""
+
+    def started(self) -> bool: ...
+
+    def schedule(self, node: "UmlNode", command: Command) -> None: ...
+
+    def command_names(self, node: "UmlNode") -> set[str]: ...
+
+    def cmd(self, node: "UmlNode", command: str, name: str,
+            timeout: str | float | None) -> CommandResult: ...
+
+    def start(self, node: "UmlNode", command: str, name: str) -> "CommandHandle": ...
+
+    def results(self, node: "UmlNode") -> list[CommandResult] | None: ...
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,8 @@ class NodeContext:
     socket_path: Callable[[str], Path]
     #: Whether guests' interfaces offer checksum offload and TSO/USO unless a node says.
     offloads: bool = True
+    #: Runs guests' commands through their agents.
+    commands: GuestCommands | None = None
 
 
 class Node:
@@ -182,16 +204,46 @@ class UmlNode(Node):
         (simulated time since boot: seconds or "2.5s"); ``background`` commands are not
         waited for. Returns the name its results are found under (default: the program's
         name, numbered if it repeats: "ping", "ping-2"); a name must be letters, digits,
-        '.', '_' or '-', starting with a letter or digit (it names files)."""
-        self._context.check_building()
+        '.', '_' or '-', starting with a letter or digit (it names files). Also between
+        runs: the command then follows those given before (an ``at`` already past: as soon
+        as they have ended)."""
         start = None if at is None else parse_time(at) / 1e9
-        taken = {c.name for c in self._commands()}
+        name = self._command_name(cmd, name)
+        command = Command(cmd, start, background, name)
+        service = self._service()
+        if service.started():
+            service.schedule(self, command)
+        else:
+            self._context.check_building()
+            self.config.commands.append(command)
+        return name
+
+    def cmd(self, command: str, timeout: str | float | None = None,
+            name: str | None = None) -> CommandResult:
+        """Run ``command`` now (at the current simulated time; no earlier than 1 s of
+        uptime) and return its result once it has exited: every guest and ns-3 advance
+        meanwhile, exactly as in a run. ``timeout``: simulated seconds ("5s") after which it
+        is killed and ``CommandTimeout`` raised. Boots the simulation if it has not run yet.
+        A program the guest lacks gives returncode 127 and the shell's message."""
+        return self._service().cmd(self, command, self._command_name(command, name), timeout)
+
+    def start(self, command: str, name: str | None = None) -> "CommandHandle":
+        """Start ``command`` now, in the background; returns a handle (``poll``, ``wait``,
+        ``stdout``/``stderr`` so far, ``kill``). It runs as the simulation advances."""
+        return self._service().start(self, command, self._command_name(command, name))
+
+    def _service(self) -> GuestCommands:
+        if self._context.commands is None:
+            raise RuntimeError(f"{self.name} belongs to no simulation that runs commands")
+        return self._context.commands
+
+    def _command_name(self, cmd: str, name: str | None) -> str:
+        taken = {c.name for c in self._commands()} | self._service().command_names(self)
         if name is None:
             name = default_command_name(cmd, taken)
         check_command_name(name)
         if name in taken:
             raise ValueError(f"{self.name} already has a command named {name!r}")
-        self.config.commands.append(Command(cmd, start, background, name))
         return name
 
     def attach(self, device: Any, ip: str | None = None, ipv6: str | None = None,
@@ -229,6 +281,9 @@ class UmlNode(Node):
 
     def results(self) -> list[CommandResult]:
         """Every command's results, in the order given (empty before the run)."""
+        results = self._service().results(self) if self._context.commands else None
+        if results is not None:
+            return results
         if self._process is None:
             return []
         return self._process.read_outputs()
@@ -238,7 +293,7 @@ class UmlNode(Node):
         """The guest's console: kernel messages and init errors."""
         return self.workdir / "console.log"
 
-    def start(self, kernel: Path) -> int:
+    def boot(self, kernel: Path) -> int:
         """Boot the guest with ``kernel`` (``Simulation.run`` does); its pid."""
         if self._process is not None:
             raise RuntimeError(f"{self.name} has been started already")
@@ -249,7 +304,7 @@ class UmlNode(Node):
         return pid
 
     def stop(self) -> None:
-        """Kill the guest if it still runs (no-op before ``start`` and once it has exited)."""
+        """Kill the guest if it still runs (no-op before ``boot`` and once it has exited)."""
         if self._process is not None:
             self._process.kill()
 

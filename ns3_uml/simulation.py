@@ -6,16 +6,22 @@ import contextlib
 import ipaddress
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from . import links
 from .calendar import Calendar, CalendarError
+from .commands import CommandHandle, CommandTimeout
+from .console import create_console
 from .cpu import CpuChoice, check_choice, pinned
-from .guest import IPV6_OFF_SYSCTLS, check_node_name
+from .guest import COMMANDS_NOT_BEFORE, IPV6_OFF_SYSCTLS, Command, CommandResult, check_node_name
+from .guest.agent import ensure_agent
 from .kernel import ensure_kernel
 from .node import NativeNode, Node, NodeContext, UmlNode
+from .run_loop import RunLoop
+from .session import CommandState, GuestSession
 from .units import parse_time
 
 if TYPE_CHECKING:
@@ -114,11 +120,16 @@ class Simulation:
         self._subnets = 0
         self._links: dict[str, int] = {}
         self._pcap_files: list[Any] = []
-        self._ran = False
+        self._booted = False
+        self._loop: RunLoop | None = None
+        self._failed: BaseException | None = None
+        # The CPU claim (cpu.pinned), held from the first run to close().
+        self._pin = contextlib.ExitStack()
         self._closed = False
         # All that nodes see of the simulation.
         self._node_context = NodeContext(self.ns, self.workdir, seed, self.calendar.socket_path,
-                                         self._check_building, self._socket_path, offloads)
+                                         self._check_building, self._socket_path, offloads,
+                                         self)
         Simulation._open = self
 
     def __repr__(self) -> str:
@@ -225,9 +236,9 @@ class Simulation:
     def _check_building(self) -> None:
         if self._closed:
             raise RuntimeError("this Simulation is closed")
-        if self._ran:
-            raise RuntimeError("this Simulation has run already: nodes, links and commands "
-                               "must be added before run(); build a new Simulation")
+        if self._booted:
+            raise RuntimeError("this Simulation's guests have booted: nodes and links must "
+                               "be added before the first run(); build a new Simulation")
 
     def _as_node(self, n: Node | str) -> Node:
         if isinstance(n, str):
@@ -287,52 +298,123 @@ class Simulation:
         return self._sockdir / f"net{tag}.sock"
 
     # ------------------------------------------------------------------ running
+    @property
+    def now(self) -> float:
+        """The simulated time, in seconds (0 before the first run)."""
+        return self.calendar.now_ns() / 1e9
+
     def run(self, until: str | float | None = None, progress: bool = False) -> dict[str, Any]:
-        """Boot every guest and run until ``until`` (simulated: "10s", or seconds), or until
-        every guest has powered off after its last command. ``progress`` shows a bar of
-        simulated time. Returns the calendar's summary (clients, messages, times).
+        """Run until ``until`` (simulated: "10s", or seconds), or, without it, until every
+        guest's commands (``node.run``) have ended. The first call boots the guests; later
+        calls go on with the same simulation (``until`` must then be later than ``now``).
+        Guests without commands left stay up and answer until ``close()``. ``progress``
+        shows a bar of simulated time. Returns the calendar's summary (clients, messages,
+        times).
 
-        A guest that crashes or hangs stops the run with a GuestError naming it; Ctrl-C
-        stops it with KeyboardInterrupt. Either way the guests are shut down and every
-        file written so far stays."""
-        self._check_building()
+        A guest that crashes or hangs stops the simulation with a GuestError naming it;
+        Ctrl-C stops it with KeyboardInterrupt. Either way the guests are shut down, every
+        file written so far stays, and the simulation cannot go on."""
+        self._check_can_run("run()")
         until_ns = None if until is None else parse_time(until)
-        self._ran = True
+        if until_ns is not None and self._loop is not None and until_ns <= self.calendar.now_ns():
+            raise ValueError(f"run(until={until!r}): the simulation is at {self.now:g} s "
+                             "already; until must be later (time only goes forward)")
+        self._boot()
+        bar: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if progress:
+            from .progress import SimTimeProgress  # noqa: PLC0415
+
+            bar = SimTimeProgress(self._progress_ns,
+                                  None if until_ns is None else until_ns / 1e9)
+        with bar:
+            self._advance(until_ns, lambda: until_ns is None and self._scheduled_done())
+        return self.calendar.summary()
+
+    def at(self, time: str | float, fn: Callable[[], Any]) -> None:
+        """Call ``fn()`` at simulated time ``time`` ("5s", or seconds) during a run, with the
+        simulation paused there: it may change ns-3 attributes through ``sim.ns``, start
+        commands (``node.start``) or schedule more; blocking calls (``cmd``, ``wait``,
+        ``run``) are refused in it."""
+        self._check_can_run("at()")
+        time_ns = parse_time(time)
+        if time_ns < self.calendar.now_ns():
+            raise ValueError(f"at({time!r}): the simulation is at {self.now:g} s already")
+        if not callable(fn):
+            raise TypeError(f"at(): {fn!r} is not callable")
+        self._run_loop().at(time_ns, fn)
+
+    def _run_loop(self) -> RunLoop:
+        if self._loop is None:
+            self._loop = RunLoop(self.calendar)
+        return self._loop
+
+    def _scheduled_done(self) -> bool:
+        sessions = self._run_loop().sessions.values()
+        return all((s.ready and s.scheduled_done()) or s.gone for s in sessions)
+
+    def _check_can_run(self, what: str) -> None:
+        if self._closed:
+            raise RuntimeError(f"{what}: this Simulation is closed")
+        if self._failed is not None:
+            raise RuntimeError(f"{what}: this Simulation stopped with an error and cannot go "
+                               f"on ({self._failed})")
+        if self._loop is not None and self._loop.in_callback and what != "at()":
+            raise RuntimeError(f"{what} cannot be called from an at() callback: the "
+                               "simulation is paused there (use node.start())")
+
+    def _boot(self) -> None:
+        """Boot every guest (once): the kernel and the agent, a CPU, each guest's console
+        and process."""
+        if self._booted:
+            return
         kernel = ensure_kernel(progress=True)  # a build uses every CPU: before the claim
-        # Guests inherit the thread's CPU: pin before they start, until they are gone.
-        with pinned(self.cpu) as self.pinned_cpu:
-            return self._run(kernel, until, until_ns, progress)
-
-    def _run(self, kernel: Path, until: str | float | None, until_ns: int | None,
-             progress: bool) -> dict[str, Any]:
-        """``run()`` once the kernel is there: boot, run, shut the guests down."""
-        self.calendar.impl.ExpectClients(len(self._guests))
+        agent = ensure_agent()
+        self._booted = True
+        loop = self._run_loop()
         try:
+            # Guests inherit the thread's CPU: pin before they start, until close().
+            self.pinned_cpu = self._pin.enter_context(pinned(self.cpu))
+            self.calendar.impl.ExpectClients(len(self._guests))
             for node in self._guests:
-                self.calendar.register_process(node.client_id, node.start(kernel))
-            bar: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-            if progress:
-                from .progress import SimTimeProgress  # noqa: PLC0415
+                cfg = node.config
+                cfg.console_socket = self._sockdir / f"con{node.index}.sock"
+                cfg.agent = agent
+                device = create_console(self.ns, node.ns3_node, cfg.console_socket,
+                                        node.client_id, self.calendar)
+                session = GuestSession(
+                    device, cfg.output_dir, not_before_ns=parse_time(COMMANDS_NOT_BEFORE),
+                    stop_at_ns=None if cfg.stop_at is None else parse_time(cfg.stop_at))
+                for c in cfg.command_list():
+                    session.add(c.name or "", c.cmd, background=c.background,
+                                at_ns=None if c.at is None else parse_time(c.at),
+                                scheduled=True)
+                loop.sessions[node.name] = session
+            for node in self._guests:
+                self.calendar.register_process(node.client_id, node.boot(kernel))
+        except BaseException as exc:
+            self._fail(exc)
+            raise
 
-                bar = SimTimeProgress(self._progress_ns,
-                                      None if until_ns is None else until_ns / 1e9)
-            with bar:
-                summary = self.calendar.run(until=until)
+    def _advance(self, until_ns: int | None, done: Callable[[], bool]) -> None:
+        """Run the loop; on any error the guests go and the simulation cannot go on."""
+        try:
+            self._run_loop().advance(until_ns, done)
         except CalendarError as exc:
-            self._kill_guests()
+            self._fail(exc)
             if exc.kind == "interrupted":
                 raise KeyboardInterrupt(str(exc)) from None
             raise self._guest_error(exc) from None
-        except BaseException:
-            self._kill_guests()
+        except BaseException as exc:
+            self._fail(exc)
             raise
         finally:
-            # The captures are whole on disk once run() returns, however it ends.
+            # The captures are whole on disk whenever a run returns, however it ends.
             for file in self._pcap_files:
                 file.Flush()
-        # Guests that reached the end powered off by themselves; at `until` the rest stop.
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
         self._kill_guests()
-        return summary
 
     def _progress_ns(self) -> int:
         return int(self.calendar.impl.GetProgressNs())
@@ -348,6 +430,86 @@ class Simulation:
     def _kill_guests(self) -> None:
         for node in self._guests:
             node.stop()  # a no-op for a guest that has already exited
+
+    # ------------------------------------------------------------------ guest commands
+    # (GuestCommands: what UmlNode asks of its simulation, and CommandService for handles)
+    def started(self) -> bool:
+        return self._booted
+
+    def command_names(self, node: UmlNode) -> set[str]:
+        session = self._session(node, "") if self._booted else None
+        return {c.name for c in session.commands} if session else set()
+
+    def schedule(self, node: UmlNode, command: Command) -> None:
+        self._check_can_run(f"{node.name}.run()")
+        self._session(node, "run()").add(
+            command.name or "", command.cmd, background=command.background,
+            at_ns=None if command.at is None else parse_time(command.at), scheduled=True)
+        node.config.commands.append(command)
+
+    def cmd(self, node: UmlNode, command: str, name: str,
+            timeout: str | float | None) -> CommandResult:
+        self._check_can_run(f"{node.name}.cmd()")
+        state = self._submit(node, command, name)
+        return self.wait(state, node.name, timeout)
+
+    def start(self, node: UmlNode, command: str, name: str) -> CommandHandle:
+        self._check_can_run(f"{node.name}.start()")
+        return CommandHandle(node.name, self._submit(node, command, name), self)
+
+    def results(self, node: UmlNode) -> list[CommandResult] | None:
+        if not self._booted or node.name not in self._run_loop().sessions:
+            return None
+        return [c.result() for c in self._run_loop().sessions[node.name].commands]
+
+    def wait(self, state: CommandState, node: str,
+             timeout: str | float | None) -> CommandResult:
+        self._check_can_run("wait()")
+        session = self._run_loop().sessions[node]
+        deadline = None if timeout is None else self.calendar.now_ns() + parse_time(timeout)
+        self._advance(deadline, lambda: state.done or session.gone)
+        if not state.done and not session.gone:
+            # The timeout: kill it and let its end (and its output) arrive.
+            session.send_signal(state, signal.SIGKILL)
+            self._advance(None, lambda: state.done or session.gone)
+            raise CommandTimeout(f"{node}: {state.command!r} did not end within {timeout} "
+                                 "(simulated); it was killed", state.result())
+        if not state.done:
+            raise RuntimeError(self._gone_message(node, state))
+        return state.result()
+
+    def signal(self, state: CommandState, node: str, signo: int) -> None:
+        self._check_can_run("kill()")
+        session = self._run_loop().sessions[node]
+        if session.gone:
+            raise RuntimeError(self._gone_message(node, state))
+        if not state.done:
+            session.send_signal(state, signo)
+
+    def _submit(self, node: UmlNode, command: str, name: str) -> CommandState:
+        self._boot()
+        session = self._session(node, "cmd()")
+        if session.gone:
+            raise RuntimeError(self._gone_message(node.name, None))
+        if session.stopped:
+            raise RuntimeError(f"{node.name}: its stop_at ({node.stop_at:g} s) has passed; "
+                               "it starts no more commands")
+        state = session.add(name, command)
+        self._run_loop().dispatch()  # sent now if the agent is ready
+        return state
+
+    def _session(self, node: UmlNode, what: str) -> GuestSession:
+        try:
+            return self._run_loop().sessions[node.name]
+        except KeyError:
+            raise RuntimeError(f"{node.name}.{what}: not a guest of this running "
+                               "simulation") from None
+
+    def _gone_message(self, node: str, state: CommandState | None) -> str:
+        guest = self.nodes[node]
+        what = f" before {state.command!r} ended" if state is not None else ""
+        return (f"guest {node!r} has gone{what} (it powered off or its agent stopped at "
+                f"{self.now:g} s of simulated time; console log: {guest.console_log})")
 
     # ------------------------------------------------------------------ results
     def results(self) -> "pandas.DataFrame":
@@ -382,14 +544,26 @@ class Simulation:
             return
         self._closed = True
         try:
+            if self._booted and self._failed is None:
+                self._power_off()
             self._kill_guests()
             self.calendar.close()
             for file in self._pcap_files:
                 file.Close()  # complete on disk now, even if a script holds the devices
         finally:
+            self._pin.close()
             shutil.rmtree(self._sockdir, ignore_errors=True)
             if Simulation._open is self:
                 Simulation._open = None
+
+    def _power_off(self) -> None:
+        """Let every agent flush its guest's files and power it off, in simulated time."""
+        try:
+            self._run_loop().power_off()
+        except (CalendarError, KeyboardInterrupt):
+            pass  # the guests are killed next; their files so far stay
+        for file in self._pcap_files:
+            file.Flush()
 
     def __enter__(self) -> "Simulation":
         return self

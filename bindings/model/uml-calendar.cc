@@ -603,6 +603,12 @@ UmlCalendar::GetHandoffCount() const
     return m_handoffs;
 }
 
+bool
+UmlCalendar::HasPendingEvents() const
+{
+    return HasEvents();
+}
+
 uint64_t
 UmlCalendar::GetProgressNs() const
 {

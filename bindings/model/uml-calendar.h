@@ -120,6 +120,9 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
      * thread while Run() blocks (progress bars).
      */
     uint64_t GetProgressNs() const;
+    /** Whether anything is left to do: false once every client is gone or waits with no
+     * request and no event is pending (Run would return at once). */
+    bool HasPendingEvents() const;
     /** Close every client and the listening socket and remove its file. */
     void Shutdown();
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..vhost_protocol import VIRTIO_ID_CONSOLE, VIRTIO_ID_NET
 from .config import INIT_SCRIPT, GuestConfig, check_cmdline_word
 
 __all__ = ["SEED_PARAM", "guest_argv"]
 
 #: Name of UML's own run directory (pid file) inside ``workdir``.
 UMID = "uml"
-#: virtio device id of a network card (include/uapi/linux/virtio_ids.h).
-VIRTIO_ID_NET = 1
 #: Kernel parameter that seeds all of a guest's randomness (patch 0003).
 SEED_PARAM = "ns3uml.seed"
 
@@ -62,6 +61,9 @@ def guest_argv(kernel: Path | str, cfg: GuestConfig,
         f"{SEED_PARAM}={cfg.seed}",
         # One virtio-net device per interface; probed in this order: eth0, eth1, ...
         *(f"virtio_uml.device={iface.socket}:{VIRTIO_ID_NET}" for iface in cfg.interfaces),
+        # The agent's console after them, so that the interfaces keep their numbers.
+        *([f"virtio_uml.device={cfg.console_socket}:{VIRTIO_ID_CONSOLE}"]
+          if cfg.console_socket is not None else []),
         "quiet",
         *cfg.extra_args,
     ]

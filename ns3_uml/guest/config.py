@@ -167,12 +167,26 @@ class GuestConfig:
     #: Guest wall clock at boot, ns since 1970 (``time-travel-start=``). None:
     #: the calendar's (GET_TOD) in ``ext`` mode, 0 in the other modes.
     tod_epoch_ns: int | None = None
+    #: The vhost-user socket of its agent's console (``virtio_uml.device=<socket>:3``) and
+    #: the agent binary: with both, the init ends by exec'ing the agent, which runs what the
+    #: host sends (``commands`` are then the host's to send); without, the init runs
+    #: ``commands`` itself and powers off.
+    console_socket: Path | str | None = None
+    agent: Path | str | None = None
 
     def __post_init__(self) -> None:
         check_node_name(self.name)
         self.workdir = Path(self.workdir).absolute()
         if self.tt_socket is not None:
             self.tt_socket = Path(self.tt_socket).absolute()
+        if (self.console_socket is None) != (self.agent is None):
+            raise ValueError("console_socket and agent go together: the agent serves the "
+                             "console")
+        if self.console_socket is not None:
+            self.console_socket = Path(self.console_socket).absolute()
+            check_cmdline_word("console socket", str(self.console_socket), forbid=":,")
+        if self.agent is not None:
+            self.agent = Path(self.agent).absolute()
         if self.seed is None:
             self.seed = guest_seed(0, self.name)
         if not 0 <= self.seed < _U64:

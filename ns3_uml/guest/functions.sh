@@ -37,3 +37,12 @@ link_up() {
     sleep 0.001
   done
 }
+# wait_for PATH: wait until PATH exists, at most as long as link_up waits.
+wait_for() {
+  n=0
+  until [ -e "$1" ]; do
+    [ $n -ge __LINK_POLLS__ ] && return 1
+    n=$((n + 1))
+    sleep 0.001
+  done
+}

@@ -10,6 +10,7 @@ import re
 import shlex
 from pathlib import Path
 
+from ..agent_protocol import PORT_DEVICE as AGENT_PORT
 from ..atomic import write_atomic
 from .config import (COMMANDS_NOT_BEFORE, GUEST_WORKDIR, INIT_SCRIPT, OUTPUT_DIR, GuestConfig,
                      check_cmdline_word, interface_name)
@@ -64,6 +65,11 @@ def build_init_script(cfg: GuestConfig) -> str:
         _FUNCTIONS.read_text().rstrip().replace("__LINK_POLLS__",
                                                 str(_LINK_UP_TIMEOUT * 1000)),
     ]
+    if cfg.agent is not None:
+        lines += _setup_lines(cfg) + _agent_lines(cfg)
+        text = "\n".join(lines)
+        write_atomic(workdir / INIT_SCRIPT, text, mode=0o755)
+        return text
     # The same script, started again in its own session, runs the commands (so
     # that stop_at can kill all of them at once) or the stop_at timer.
     lines += ["", 'if [ "$1" = --commands ]; then', f"  cd {GUEST_WORKDIR}",
@@ -90,31 +96,7 @@ def build_init_script(cfg: GuestConfig) -> str:
             "  exit 0",
             "fi",
         ]
-    lines += [
-        "",
-        "mnt -t proc proc /proc",
-        "mnt -t sysfs sysfs /sys",
-        # The kernel mounts devtmpfs on /dev itself (DEVTMPFS_MOUNT).
-        "grep -q ' /dev devtmpfs ' /proc/mounts || mnt -t devtmpfs devtmpfs /dev",
-        "mkdir -p /dev/pts /dev/shm",
-        "mnt -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts",
-        "mnt -t tmpfs -o mode=1777 tmpfs /dev/shm",
-        # The host's / is read-only: writable scratch space comes from tmpfs.
-        "mnt -t tmpfs -o mode=1777 tmpfs /tmp",
-        "mnt -t tmpfs -o mode=755 tmpfs /run",
-        "mnt -t tmpfs -o mode=755 tmpfs /var",
-        "mkdir -p /run/lock /var/tmp /var/log /var/lib /var/cache /var/spool",
-        "chmod 1777 /var/tmp /run/lock",
-        "ln -s /run /var/run; ln -s /run/lock /var/lock",
-        # The per-guest host directory, read-write, under a tmpfs mount point.
-        "mnt -t tmpfs -o mode=755 tmpfs /mnt",
-        f"mkdir -p {GUEST_WORKDIR}",
-        f"mnt -t hostfs -o {q(str(workdir))} hostfs {GUEST_WORKDIR}",
-        "mkdir -p $OUT",
-        f"echo {q(cfg.name)} > /proc/sys/kernel/hostname",
-        "try ip link set dev lo up",
-    ]
-    lines += _network_lines(cfg)
+    lines += _setup_lines(cfg)
     if commands:
         lines += [
             "",
@@ -159,6 +141,52 @@ def build_init_script(cfg: GuestConfig) -> str:
     text = "\n".join(lines)
     write_atomic(workdir / INIT_SCRIPT, text, mode=0o755)
     return text
+
+
+def _setup_lines(cfg: GuestConfig) -> list[str]:
+    """Init lines for the mounts, the hostname and the network."""
+    q = shlex.quote
+    workdir = cfg.workdir_path
+    lines = [
+        "",
+        "mnt -t proc proc /proc",
+        "mnt -t sysfs sysfs /sys",
+        # The kernel mounts devtmpfs on /dev itself (DEVTMPFS_MOUNT).
+        "grep -q ' /dev devtmpfs ' /proc/mounts || mnt -t devtmpfs devtmpfs /dev",
+        "mkdir -p /dev/pts /dev/shm",
+        "mnt -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts",
+        "mnt -t tmpfs -o mode=1777 tmpfs /dev/shm",
+        # The host's / is read-only: writable scratch space comes from tmpfs.
+        "mnt -t tmpfs -o mode=1777 tmpfs /tmp",
+        "mnt -t tmpfs -o mode=755 tmpfs /run",
+        "mnt -t tmpfs -o mode=755 tmpfs /var",
+        "mkdir -p /run/lock /var/tmp /var/log /var/lib /var/cache /var/spool",
+        "chmod 1777 /var/tmp /run/lock",
+        "ln -s /run /var/run; ln -s /run/lock /var/lock",
+        # The per-guest host directory, read-write, under a tmpfs mount point.
+        "mnt -t tmpfs -o mode=755 tmpfs /mnt",
+        f"mkdir -p {GUEST_WORKDIR}",
+        f"mnt -t hostfs -o {q(str(workdir))} hostfs {GUEST_WORKDIR}",
+        "mkdir -p $OUT",
+        f"echo {q(cfg.name)} > /proc/sys/kernel/hostname",
+        "try ip link set dev lo up",
+    ]
+    return lines + _network_lines(cfg)
+
+
+def _agent_lines(cfg: GuestConfig) -> list[str]:
+    """Init lines that hand the guest to the agent, which serves the host's commands and
+    powers off when told (docs/DESIGN.md section 7)."""
+    q = shlex.quote
+    return [
+        "",
+        "# The agent's port appears once the console's handshake with the host is done.",
+        f"wait_for {AGENT_PORT} || fail 'no agent port {AGENT_PORT}'",
+        f"cd {GUEST_WORKDIR}",
+        f"exec {q(str(cfg.agent))} --port {AGENT_PORT} --workdir {GUEST_WORKDIR} "
+        f"--umount {GUEST_WORKDIR}",
+        "",
+    ]
 
 
 def _network_lines(cfg: GuestConfig) -> list[str]:

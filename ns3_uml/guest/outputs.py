@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import SETUP_ERRORS, GuestConfig
 
-__all__ = ["CommandResult", "read_outputs", "read_setup_errors"]
+__all__ = ["CommandResult", "read_outputs", "read_setup_errors", "write_result"]
 
 
 @dataclass
@@ -49,8 +49,7 @@ def read_outputs(cfg: GuestConfig) -> list[CommandResult]:
             command=c.cmd,
             stdout=_read(out / f"{name}.stdout") or "",
             stderr=_read(out / f"{name}.stderr") or "",
-            returncode=(int(rc_text) if rc_text and rc_text.strip().isdigit() and not killed
-                        else None),
+            returncode=None if killed else _int(rc_text),
             start=float(times[0]) if len(times) >= 1 else None,
             end=float(times[1]) if len(times) >= 2 else None,
             name=name,
@@ -60,10 +59,33 @@ def read_outputs(cfg: GuestConfig) -> list[CommandResult]:
     return results
 
 
+def write_result(out: Path, result: CommandResult) -> None:
+    """Record ``result`` in ``out`` in the files ``read_outputs`` reads (as the shell init
+    writes them): for results that reach the host over the agent's channel."""
+    out.mkdir(parents=True, exist_ok=True)
+    name = result.name
+    (out / f"{name}.stdout").write_text(result.stdout)
+    (out / f"{name}.stderr").write_text(result.stderr)
+    times = [t for t in (result.start, result.end) if t is not None]
+    (out / f"{name}.time").write_text(" ".join(f"{t:.9f}" for t in times) + "\n")
+    if result.killed:
+        (out / f"{name}.killed").write_text("")
+    if result.returncode is not None:
+        # Written last, as the init does: its presence means the command finished.
+        (out / f"{name}.rc").write_text(f"{result.returncode}\n")
+
+
 def read_setup_errors(cfg: GuestConfig) -> list[str]:
     """Set-up failures the init recorded (``out/setup.err``), one per entry."""
     text = _read(cfg.output_dir / SETUP_ERRORS) or ""
     return [line for line in text.splitlines() if line]
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _read(path: Path) -> str | None:
