@@ -339,3 +339,59 @@ def test_send_limit_is_an_error(sim: Any) -> None:
     assert "host-to-guest queue full" in str(err.value)
     assert f"client {CLIENT_ID}" in str(err.value)
     assert s.dev.GetSendQueueSize() == 600          # nothing of the refused call queued
+
+
+# ---------------------------------------------------------------- a real guest
+
+def _octal(data: bytes) -> str:
+    """``data`` as printf's octal escapes (dash's printf has no \\x)."""
+    return "".join(f"\\{b:03o}" for b in data)
+
+
+# What the guest's command does with the port. Written for a guest without an agent of its
+# own: once the guest's init starts the agent (which holds AGENT_PORT_DEVICE), this test
+# talks to the agent through the same device instead (send a RUN, expect STARTED/EXIT).
+def _port_script(to_host: bytes, from_host_len: int) -> str:
+    return (f"cat /sys/class/virtio-ports/vport0p0/name; exec 3<>{ap.PORT_DEVICE}; "
+            f"cat /proc/uptime; printf '{_octal(to_host)}' >&3; "
+            f"head -c {from_host_len} <&3 | od -An -tx1 -v; cat /proc/uptime")
+
+
+def test_real_guest_talks_over_the_port(uml_kernel: Path, tmp_path: Path) -> None:
+    from ns3_uml.simulation import Simulation
+
+    to_host = ap.ready_frame(123456789)
+    from_host = ap.run_frame(7, "echo hello")
+    with Simulation(workdir=tmp_path / "run", seed=1) as sim:
+        path = sim._sockdir / "console.sock"
+        node = sim.add_node("g", kernel_args=[console_kernel_arg(path)])
+        node.run(_port_script(to_host, len(from_host)), name="port")
+        dev = console_device(path, node.client_id, node.ns3_node.GetId(),
+                             calendar=sim.calendar)
+        rec = helpers().Recorder()
+        assert rec.Connect(dev)
+        send_bytes(dev, from_host)          # before boot: waits for the open port
+        try:
+            sim.run(until="20s")
+            result = node.result("port")
+            assert result.returncode == 0, (result.stderr,
+                                            (node.workdir / "console.log").read_text())
+            lines = result.stdout.splitlines()
+            assert lines[0] == ap.PORT_NAME
+            before, after = float(lines[1].split()[0]), float(lines[-1].split()[0])
+            # The host's bytes, as they were sent.
+            assert bytes.fromhex("".join(lines[2:-1])) == from_host
+            # The guest's frame, complete, at the guest's own time (its uptime is the
+            # simulation's time: it booted at 0).
+            assert take_received(dev) == to_host
+            assert [(int(t), int(ty), int(i), int(n)) for t, ty, i, n in
+                    zip(rec.times, rec.types, rec.ids, rec.lengths)] == [
+                (rec.times[0], ap.Type.READY, 0, 8)]
+            assert before <= rec.times[0] / 1e9 <= after + 0.01  # uptime: 10 ms steps
+            assert rec.contexts[0] == node.ns3_node.GetId()
+            assert dev.GetRxBytes() == len(from_host)
+            assert dev.GetTxBytes() == len(to_host)
+            assert not dev.IsConnected() and not dev.IsPortOpen()  # powered off
+        finally:
+            dev.Close()
+    assert not path.exists()
