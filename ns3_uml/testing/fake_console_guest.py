@@ -23,13 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
-from ns3_uml.testing.fake_guest import GuestTT
-from ns3_uml.testing.tt_client import TTLinkBroken, TTPanic, TTTimeout
-from ns3_uml.testing.vhost_frontend import VhostFrontendError, VhostTimeout
+from ns3_uml.testing.fake_guest import GuestTT, run_script, script_parser
 from ns3_uml.testing.vhost_frontend.console import VhostUserConsole
 from ns3_uml.testing.vhost_frontend.ring import SplitQueue
 
@@ -84,24 +81,9 @@ def run(args: argparse.Namespace, steps: list[dict[str, Any]], out: dict[str, An
 
 def main() -> int:
     """Command line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m ns3_uml.testing.fake_console_guest",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calendar", required=True)
-    parser.add_argument("--vhost", required=True)
-    parser.add_argument("--id", type=lambda s: int(s, 0), required=True)
-    parser.add_argument("--script", required=True)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
+    args = script_parser("python -m ns3_uml.testing.fake_console_guest", __doc__).parse_args()
     out: dict[str, Any] = {"rx": [], "tx": []}
-    status, code = "ok", 0
-    try:
-        run(args, json.loads(args.script), out)
-    except TTLinkBroken as exc:
-        status, code = f"link broken: {exc}", 2
-    except (TTPanic, TTTimeout, VhostFrontendError, VhostTimeout, OSError) as exc:
-        status, code = f"{type(exc).__name__}: {exc}", 3
-    except Exception as exc:  # noqa: BLE001 - reported to the test
-        status, code = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1
+    status, code = run_script(run, args, out)
     fe: GuestConsole | None = out.pop("_fe", None)
     tt: GuestTT | None = out.pop("_tt", None)
     out["status"] = status

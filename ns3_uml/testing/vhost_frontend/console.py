@@ -11,7 +11,6 @@ answered would hang a real guest, so here that is an error.
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 
 from ns3_uml.vhost_protocol import (
@@ -74,17 +73,7 @@ class VhostUserConsole(VhostUserTransport):
         control receive queue, send DEVICE_READY."""
         if self.connected:
             raise VhostFrontendError("already connected")
-        if self.tt is not None:
-            self.tt.propagate_time()            # virtio_uml_probe()
-        if self._sock is None:
-            assert self.socket_path is not None
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self.socket_path)
-            except OSError:
-                sock.close()
-                raise
-            self._sock = sock
+        self._connect_socket()
         self._vhost_user_init()
         self.registered = True
         self._choose_features(LINUX_CONSOLE_DRIVER_FEATURES, self.accept_features)

@@ -8,7 +8,6 @@ The device it drives is ``VirtioNetDevice`` (``bindings/model/virtio-net-device.
 from __future__ import annotations
 
 import os
-import socket
 import time as _wall
 from typing import Any, Iterable, Sequence
 
@@ -121,17 +120,7 @@ class VhostUserFrontend(VhostUserTransport):
         """Probe like UML 6.12 + virtio-net, then (``open``) bring the interface up."""
         if self.connected:
             raise VhostFrontendError("already connected")
-        if self.tt is not None:
-            self.tt.propagate_time()            # virtio_uml_probe()
-        if self._sock is None:
-            assert self.socket_path is not None
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self.socket_path)
-            except OSError:
-                sock.close()
-                raise
-            self._sock = sock
+        self._connect_socket()
         self._vhost_user_init()
         self.registered = True                  # register_virtio_device()
         self._negotiate()

@@ -94,6 +94,20 @@ class VhostUserTransport(VhostUserConnection):
     # ------------------------------------------------------------------
     # start-up
     # ------------------------------------------------------------------
+    def _connect_socket(self) -> None:
+        """``virtio_uml_probe()``'s start: time propagated, the device's socket connected."""
+        if self.tt is not None:
+            self.tt.propagate_time()
+        if self._sock is None:
+            assert self.socket_path is not None
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self.socket_path)
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
+
     def _vhost_user_init(self) -> None:
         self._send(Request.SET_OWNER)
         self.device_features = self._get_u64(Request.GET_FEATURES)
