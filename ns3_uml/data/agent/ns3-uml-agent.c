@@ -186,21 +186,29 @@ static int forward_pipe(struct command *c, int which)
     return 0;
 }
 
+/* Not PID 1 (a test on the host): take the commands down, reap them, exit. */
+static void quit(void) __attribute__((noreturn));
+static void quit(void)
+{
+    for (size_t i = 0; i < ncmds; i++)
+        kill(-cmds[i].pid, SIGKILL);
+    for (size_t i = 0; i < ncmds; i++)
+        while (waitpid(cmds[i].pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    exit(0);
+}
+
 /* The host went away. PID 1 keeps reaping (commands' output is dropped); anything else
- * takes its commands down with it and exits. */
+ * quits. */
 static void port_gone(void)
 {
     if (port_fd < 0)
         return;
     close(port_fd);
     port_fd = -1;
-    if (is_init) {
-        say("the host closed the port; still reaping");
-        return;
-    }
-    for (size_t i = 0; i < ncmds; i++)
-        kill(-cmds[i].pid, SIGKILL);
-    exit(0);
+    if (!is_init)
+        quit();
+    say("the host closed the port; still reaping");
 }
 
 /* ---- RUN ------------------------------------------------------------------------------ */
@@ -403,11 +411,8 @@ static void handle_frame(uint16_t type, uint32_t id, const unsigned char *p, siz
         break;
     }
     case AGENT_POWEROFF:
-        if (!is_init) {
-            for (size_t i = 0; i < ncmds; i++)
-                kill(-cmds[i].pid, SIGKILL);
-            exit(0);
-        }
+        if (!is_init)
+            quit();
         power_off();
     }
 }
