@@ -158,10 +158,7 @@ def _kernel_dir(key: str) -> Path:
 
 def find_kernel() -> Path | None:
     """The kernel to use: ``$NS3_UML_KERNEL``, else the cached build, else None."""
-    try:
-        override = executable_override("NS3_UML_KERNEL")
-    except ValueError as exc:
-        raise KernelBuildError(str(exc)) from None
+    override = executable_override("NS3_UML_KERNEL", KernelBuildError)
     if override is not None:
         return override
     try:

@@ -21,13 +21,13 @@ def is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def executable_override(var: str) -> Path | None:
+def executable_override(var: str, error: type[Exception] = ValueError) -> Path | None:
     """The binary the environment variable ``var`` names (resolved), or None if it is unset
-    or empty; ValueError, naming the variable, if it is not an executable file."""
+    or empty; ``error``, naming the variable, if it is not an executable file."""
     value = os.environ.get(var)
     if not value:
         return None
     path = Path(value).expanduser()
     if not is_executable(path):
-        raise ValueError(f"{var}={value} does not exist or is not executable")
+        raise error(f"{var}={value} does not exist or is not executable")
     return path.resolve()

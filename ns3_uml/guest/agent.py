@@ -90,10 +90,7 @@ def _agent_path(key: str) -> Path:
 
 def find_agent() -> Path | None:
     """The agent to use: ``$NS3_UML_AGENT``, else the cached build, else None."""
-    try:
-        override = executable_override("NS3_UML_AGENT")
-    except ValueError as exc:
-        raise AgentBuildError(str(exc)) from None
+    override = executable_override("NS3_UML_AGENT", AgentBuildError)
     if override is not None:
         return override
     path = _agent_path(agent_key())
