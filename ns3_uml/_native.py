@@ -21,7 +21,8 @@ _ns: ModuleType | None = None
 
 CORE_LIBRARY = "libns3-uml.so"
 CALENDAR_TYPE = "ns3::UmlCalendar"
-HEADERS = ("uml-calendar.h", "uml-bridge-helper.h", "buffered-pcap-file.h")
+HEADERS = ("uml-calendar.h", "uml-bridge-helper.h", "buffered-pcap-file.h",
+           "virtio-console-device.h")
 
 
 def core_dir() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from .units import format_time, parse_time
@@ -27,6 +28,24 @@ def _kernel(args: argparse.Namespace) -> int:
             path = found
     except kernel.KernelBuildError as exc:
         print(f"ns3-uml kernel: {exc}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from .guest import agent  # noqa: PLC0415
+
+    try:
+        if args.action == "build":
+            path: Path | None = agent.build_agent(force=args.force)
+        else:
+            path = agent.find_agent()
+    except agent.AgentBuildError as exc:
+        print(f"ns3-uml agent: {exc}", file=sys.stderr)
+        return 1
+    if path is None:
+        print("ns3-uml agent: no agent built yet: run 'ns3-uml agent build'", file=sys.stderr)
         return 1
     print(path)
     return 0
@@ -169,7 +188,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``ns3-uml`` command line: demo, kernel, calendar and sweep."""
+    """The ``ns3-uml`` command line: demo, kernel, agent, calendar and sweep."""
     parser = argparse.ArgumentParser(
         prog="ns3-uml",
         description="ns-3 as the clock and the wire for real Linux (UML) guests.",
@@ -187,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     kern.add_argument("--force", action="store_true", help="rebuild even if cached")
     kern.add_argument("--quiet", action="store_true", help="no progress display")
     kern.set_defaults(func=_kernel)
+
+    agt = sub.add_parser("agent", help="build or locate the guest agent")
+    agt.add_argument("action", choices=["build", "path"])
+    agt.add_argument("--force", action="store_true", help="rebuild even if cached")
+    agt.set_defaults(func=_agent)
 
     cal = sub.add_parser(
         "calendar",

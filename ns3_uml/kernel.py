@@ -31,7 +31,7 @@ from .atomic import replacing
 from .host import DEFAULT_GUEST_PACKAGES, HostSetupError, dpkg_status, ensure_host_packages
 from .lock import exclusive
 from .log import get_logger
-from .paths import cache_dir
+from .paths import cache_dir, executable_override, is_executable
 
 __all__ = [
     "KERNEL_BUILD_VERSION",
@@ -152,29 +152,21 @@ def _kernel_dir(key: str) -> Path:
     return cache_dir() / "kernels" / key
 
 
-def _usable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
 # ---------------------------------------------------------------------------
 # Public entry points
 
 
 def find_kernel() -> Path | None:
     """The kernel to use: ``$NS3_UML_KERNEL``, else the cached build, else None."""
-    env = os.environ.get("NS3_UML_KERNEL")
-    if env:
-        path = Path(env).expanduser()
-        if not _usable(path):
-            raise KernelBuildError(
-                f"NS3_UML_KERNEL={env} does not exist or is not executable")
-        return path.resolve()
+    override = executable_override("NS3_UML_KERNEL", KernelBuildError)
+    if override is not None:
+        return override
     try:
         key = kernel_key()
     except KernelBuildError:
         return None
     path = _kernel_dir(key) / "linux"
-    return path if _usable(path) else None
+    return path if is_executable(path) else None
 
 
 def ensure_kernel(progress: bool = True) -> Path:
@@ -200,14 +192,14 @@ def build_kernel(force: bool = False, progress: bool = True) -> Path:
     key = kernel_key()
     kdir = _kernel_dir(key)
     final = kdir / "linux"
-    if _usable(final) and not force:
+    if is_executable(final) and not force:
         return final
     kdir.parent.mkdir(parents=True, exist_ok=True)
     lock = kdir.parent / f"{key}.lock"
     with exclusive(lock, lambda: ui.say(f"Waiting for another build of this kernel (lock "
                                         f"{lock}) ...")):
         # Someone else may have finished the same build while we waited.
-        if _usable(final) and not force:
+        if is_executable(final) and not force:
             return final
         return _build_locked(key, kdir, ui)
 
@@ -250,7 +242,7 @@ def _build_locked(key: str, kdir: Path, ui: _Progress) -> Path:
             runner.run(["make", "ARCH=um", f"-j{jobs}", "linux"], tree,
                        phase="make linux", count_steps=True)
             binary = tree / "linux"
-            if not _usable(binary):
+            if not is_executable(binary):
                 raise KernelBuildError(f"make finished but left no {binary}; see {log_path}")
             # .config first, binary last: the binary's presence means complete.
             _install_atomic(tree / ".config", kdir / "config", 0o644)

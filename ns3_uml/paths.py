@@ -1,11 +1,12 @@
-"""Where ns3-uml keeps what it builds once per host: the kernel, the ns-3 header cache, logs."""
+"""Where ns3-uml keeps what it builds once per host (the kernel, the guest agent, the ns-3
+header cache, logs), and the variables that point at a prebuilt binary instead."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir"]
+__all__ = ["cache_dir", "executable_override", "is_executable"]
 
 
 def cache_dir() -> Path:
@@ -14,3 +15,19 @@ def cache_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "ns3-uml"
+
+
+def is_executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def executable_override(var: str, error: type[Exception] = ValueError) -> Path | None:
+    """The binary the environment variable ``var`` names (resolved), or None if it is unset
+    or empty; ``error``, naming the variable, if it is not an executable file."""
+    value = os.environ.get(var)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not is_executable(path):
+        raise error(f"{var}={value} does not exist or is not executable")
+    return path.resolve()

@@ -1,9 +1,11 @@
-"""Wire constants of vhost-user, the split virtqueue and virtio-net, as UML 6.12 uses them.
+"""Wire constants of vhost-user, the split virtqueue, virtio-net and virtio-console, as UML
+6.12 uses them.
 
 Sources (Linux 6.12): ``arch/um/drivers/vhost_user.h``, ``arch/um/drivers/virtio_uml.c``,
 ``include/uapi/linux/virtio_ring.h``, ``include/uapi/linux/virtio_config.h``,
-``include/uapi/linux/virtio_net.h``, ``drivers/net/virtio_net.c``; request ids beyond what UML
-sends come from the QEMU vhost-user specification.
+``include/uapi/linux/virtio_net.h``, ``drivers/net/virtio_net.c``,
+``include/uapi/linux/virtio_console.h``, ``drivers/char/virtio_console.c``; request ids
+beyond what UML sends come from the QEMU vhost-user specification.
 
 The C++ core has the same values in ``bindings/model/vhost-user-protocol.h``; a test compares
 the two, so this module is the one place Python code takes them from.  Pure constants and
@@ -376,6 +378,53 @@ RX_MERGE_FEATURES = _bits(NetFeature.GUEST_TSO4, NetFeature.GUEST_TSO6, NetFeatu
                           NetFeature.MRG_RXBUF)
 #: NAPI weight of virtio-net: used entries handled per poll before a refill check.
 LINUX_NAPI_BUDGET = 64
+
+
+# ----------------------------------------------------------------------
+# virtio-console (virtio_console.h, drivers/char/virtio_console.c)
+# ----------------------------------------------------------------------
+class ConsoleFeature(enum.IntEnum):
+    """virtio-console device feature bit numbers."""
+
+    SIZE = 0
+    MULTIPORT = 1
+    EMERG_WRITE = 2
+
+
+#: ``features[]`` of the 6.12 console driver.
+LINUX_CONSOLE_DRIVER_FEATURES = _bits(ConsoleFeature.SIZE, ConsoleFeature.MULTIPORT,
+                                      ConsoleFeature.EMERG_WRITE)
+
+#: Queues of a multiport device with one port: port 0's, then the control queues.
+CONSOLE_RX_QUEUE = 0
+CONSOLE_TX_QUEUE = 1
+CONSOLE_CTRL_RX_QUEUE = 2
+CONSOLE_CTRL_TX_QUEUE = 3
+CONSOLE_NUM_QUEUES = 4
+CONSOLE_BAD_ID = 0xFFFF_FFFF
+
+
+class ConsoleEvent(enum.IntEnum):
+    """Control message events (``VIRTIO_CONSOLE_*``)."""
+
+    DEVICE_READY = 0
+    PORT_ADD = 1
+    PORT_REMOVE = 2
+    PORT_READY = 3
+    CONSOLE_PORT = 4
+    RESIZE = 5
+    PORT_OPEN = 6
+    PORT_NAME = 7
+
+
+#: ``struct virtio_console_control``: le32 id, le16 event, le16 value (then a name).
+CONSOLE_CONTROL = struct.Struct("<IHH")
+#: Config space (``struct virtio_console_config``): le16 cols, le16 rows, le32 max_nr_ports,
+#: le32 emerg_wr.
+CONSOLE_CONFIG = struct.Struct("<HHII")
+CONSOLE_CONFIG_OFF_MAX_NR_PORTS = 4
+#: What the driver copies a generic port's write into (``port_fops_write``).
+LINUX_CONSOLE_MAX_WRITE = 32 * 1024
 
 
 def request_name(code: int) -> str:

@@ -1,6 +1,7 @@
 // Raw Ethernet/IP frames for the code that builds or rewrites them byte by byte (the bridge,
-// the GSO segmenter, the receive merger): protocol numbers, header fields, big-endian and
-// little-endian fields, the Internet checksum (RFC 1071).
+// the GSO segmenter, the receive merger; the console device's little-endian fields):
+// protocol numbers, header fields, big-endian and little-endian fields, the Internet
+// checksum (RFC 1071).
 #ifndef NS3_UML_FRAME_BYTES_H
 #define NS3_UML_FRAME_BYTES_H
 
@@ -93,6 +94,20 @@ PutLe16(uint8_t* p, uint16_t v)
 {
     p[0] = static_cast<uint8_t>(v);
     p[1] = static_cast<uint8_t>(v >> 8);
+}
+
+inline uint32_t
+Le32(const uint8_t* p)
+{
+    return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+           static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+}
+
+inline void
+PutLe32(uint8_t* p, uint32_t v)
+{
+    PutLe16(p, static_cast<uint16_t>(v));
+    PutLe16(p + 2, static_cast<uint16_t>(v >> 16));
 }
 
 /** Add data (big-endian 16-bit words; an odd last byte padded with zero) to a running

@@ -79,7 +79,8 @@ VhostUserBackend::VhostUserBackend()
       m_offerEventIdx(true),
       m_negotiated(0),
       m_kicks(0),
-      m_calls(0)
+      m_calls(0),
+      m_context(Simulator::NO_CONTEXT)
 {
 }
 
@@ -202,6 +203,35 @@ uint64_t
 VhostUserBackend::GetNegotiatedFeatures() const
 {
     return m_negotiated;
+}
+
+void
+VhostUserBackend::SetContext(uint32_t context)
+{
+    NS_LOG_FUNCTION(this << context);
+    m_context = context;
+}
+
+uint32_t
+VhostUserBackend::GetContext() const
+{
+    return m_context;
+}
+
+bool
+VhostUserBackend::IsPending(const Ptr<EventImpl>& event)
+{
+    return event && !event->IsCancelled();
+}
+
+void
+VhostUserBackend::Cancel(Ptr<EventImpl>& event)
+{
+    if (event)
+    {
+        event->Cancel();
+        event = nullptr;
+    }
 }
 
 uint64_t

@@ -7,8 +7,12 @@
 #include "vhost-user-protocol.h"
 #include "virtqueue.h"
 
+#include "ns3/event-impl.h"
+#include "ns3/make-event.h"
+#include "ns3/nstime.h"
 #include "ns3/object.h"
 #include "ns3/ptr.h"
+#include "ns3/simulator.h"
 
 #include <cstdint>
 #include <string>
@@ -52,6 +56,10 @@ class VhostUserBackend : public Object
     /** The device features the guest accepted (the last one that connected, even once it
      * has gone). */
     uint64_t GetNegotiatedFeatures() const;
+    /** The node (its id: the ns-3 context) under which the device's events run, as with
+     * ns-3's own devices (the bridge sets it). */
+    void SetContext(uint32_t context);
+    uint32_t GetContext() const;
 
   protected:
     void DoDispose() override;
@@ -73,6 +81,32 @@ class VhostUserBackend : public Object
      * the scheduler keeps serving its time socket (docs/DESIGN.md rule 5). */
     void CallGuest(uint32_t queue);
     [[noreturn]] void GuestError(const std::string& what) const;
+
+    /** Schedule fn after delay under the node's context unless pending is (then nothing).
+     * One event, inserted as Schedule would: the order of events is the same, only the
+     * context differs (the node's, for whatever the device's work causes in ns-3). */
+    template <class Device>
+    void ScheduleAfter(Ptr<EventImpl>& pending, Time delay, void (Device::*fn)())
+    {
+        if (IsPending(pending))
+        {
+            return;
+        }
+        pending = MakeEvent(fn, static_cast<Device*>(this));
+        Simulator::ScheduleWithContext(m_context, delay, PeekPointer(pending));
+    }
+
+    /** The same at the current time: a kick's work at the guest's time (docs/DESIGN.md
+     * rule 2: scheduling it lowers the guest's free-until before the kick is answered). */
+    template <class Device>
+    void ScheduleNow(Ptr<EventImpl>& pending, void (Device::*fn)())
+    {
+        ScheduleAfter(pending, Time(0), fn);
+    }
+
+    /** ScheduleWithContext gives no EventId: devices keep the events themselves. */
+    static bool IsPending(const Ptr<EventImpl>& event);
+    static void Cancel(Ptr<EventImpl>& event);
 
     std::string m_socketPath;
     uint64_t m_clientId;
@@ -102,6 +136,7 @@ class VhostUserBackend : public Object
     uint64_t m_negotiated; // the last guest's accepted features (kept after it went)
     uint64_t m_kicks;
     uint64_t m_calls;
+    uint32_t m_context;
 };
 
 } // namespace ns3

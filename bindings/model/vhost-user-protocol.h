@@ -1,5 +1,5 @@
-// vhost-user messages (the subset UML's virtio_uml uses), split virtqueues and the virtio-net
-// header: the one place the C++ core takes these values from (ns3_uml/vhost_protocol.py
+// vhost-user messages (the subset UML's virtio_uml uses), split virtqueues, the virtio-net
+// header and virtio-console's control messages: the one place the C++ core takes these values from (ns3_uml/vhost_protocol.py
 // mirrors them; a test compares both).
 #ifndef NS3_UML_VHOST_USER_PROTOCOL_H
 #define NS3_UML_VHOST_USER_PROTOCOL_H
@@ -206,6 +206,36 @@ struct NetConfig
     uint16_t maxVirtqueuePairs;
     uint16_t mtu;
 };
+
+// virtio-console (include/uapi/linux/virtio_console.h) with VIRTIO_CONSOLE_F_MULTIPORT and
+// one port: its data queues, then the control queues.
+constexpr uint32_t VIRTIO_ID_CONSOLE = 3;
+constexpr uint64_t VIRTIO_CONSOLE_F_MULTIPORT = 1ULL << 1;
+constexpr size_t CONSOLE_RX_QUEUE = 0;      // port 0, host to guest
+constexpr size_t CONSOLE_TX_QUEUE = 1;      // port 0, guest to host
+constexpr size_t CONSOLE_CTRL_RX_QUEUE = 2; // control, host to guest
+constexpr size_t CONSOLE_CTRL_TX_QUEUE = 3; // control, guest to host
+constexpr uint32_t CONSOLE_BAD_ID = 0xffffffff;
+// Control events (struct virtio_console_control: le32 id, le16 event, le16 value).
+constexpr uint16_t CONSOLE_DEVICE_READY = 0;
+constexpr uint16_t CONSOLE_PORT_ADD = 1;
+constexpr uint16_t CONSOLE_PORT_REMOVE = 2;
+constexpr uint16_t CONSOLE_PORT_READY = 3;
+constexpr uint16_t CONSOLE_CONSOLE_PORT = 4;
+constexpr uint16_t CONSOLE_RESIZE = 5;
+constexpr uint16_t CONSOLE_PORT_OPEN = 6;
+constexpr uint16_t CONSOLE_PORT_NAME = 7;
+constexpr size_t CONSOLE_CONTROL_SIZE = 8;
+
+struct ConsoleConfig
+{
+    uint16_t cols;
+    uint16_t rows;
+    uint32_t maxNrPorts;
+    uint32_t emergWr;
+};
+
+static_assert(sizeof(ConsoleConfig) == 12);
 
 } // namespace vhost
 } // namespace ns3

@@ -98,7 +98,6 @@ VirtioNetDevice::GetTypeId()
 
 VirtioNetDevice::VirtioNetDevice()
     : m_rxQueueLimit(1000),
-      m_context(Simulator::NO_CONTEXT),
       m_rxCoalesceFrames(0),
       m_txFrames(0),
       m_rxFrames(0),
@@ -129,19 +128,6 @@ Mac48Address
 VirtioNetDevice::GetMac() const
 {
     return m_mac;
-}
-
-void
-VirtioNetDevice::SetContext(uint32_t context)
-{
-    NS_LOG_FUNCTION(this << context);
-    m_context = context;
-}
-
-uint32_t
-VirtioNetDevice::GetContext() const
-{
-    return m_context;
 }
 
 uint64_t
@@ -219,43 +205,6 @@ VirtioNetDevice::OnKick(uint32_t queue)
     else if (!m_rxPending.empty())
     {
         ScheduleNow(m_rxEvent, &VirtioNetDevice::RxEvent);
-    }
-}
-
-void
-VirtioNetDevice::ScheduleNow(Ptr<EventImpl>& pending, void (VirtioNetDevice::*fn)())
-{
-    ScheduleAfter(pending, Time(0), fn);
-}
-
-void
-VirtioNetDevice::ScheduleAfter(Ptr<EventImpl>& pending,
-                               Time delay,
-                               void (VirtioNetDevice::*fn)())
-{
-    if (IsPending(pending))
-    {
-        return;
-    }
-    // One event, inserted as Schedule would: the order of events is the same, only the
-    // context differs (the node's, for whatever the frames cause in ns-3).
-    pending = MakeEvent(fn, this);
-    Simulator::ScheduleWithContext(m_context, delay, PeekPointer(pending));
-}
-
-bool
-VirtioNetDevice::IsPending(const Ptr<EventImpl>& event)
-{
-    return event && !event->IsCancelled();
-}
-
-void
-VirtioNetDevice::Cancel(Ptr<EventImpl>& event)
-{
-    if (event)
-    {
-        event->Cancel();
-        event = nullptr;
     }
 }
 

@@ -52,10 +52,6 @@ class VirtioNetDevice : public VhostUserBackend
     void ResumeTransmit();
     /** Give the guest an Ethernet frame (without FCS). */
     void DeliverToGuest(Ptr<const Packet> frame);
-    /** The node (its id: the ns-3 context) under which the guest's frames enter ns-3, as
-     * with ns-3's own devices (the bridge sets it). */
-    void SetContext(uint32_t context);
-    uint32_t GetContext() const;
     /** Wire frames the guest sent, after segmentation (for the benchmark). */
     uint64_t GetTxFrameCount() const;
     /** Frames from ns-3 written into the guest's buffers (for the benchmark): the wire
@@ -85,14 +81,8 @@ class VirtioNetDevice : public VhostUserBackend
     bool OffersRxMerge() const;
     /** Whether FlushRx merges (offered, and GUEST_TSO accepted). */
     bool MergesRx() const;
-    /** Schedule fn now under the node's context unless pending is (then nothing). */
-    void ScheduleNow(Ptr<EventImpl>& pending, void (VirtioNetDevice::*fn)());
-    /** Schedule fn after delay under the node's context unless pending is (then nothing). */
-    void ScheduleAfter(Ptr<EventImpl>& pending, Time delay, void (VirtioNetDevice::*fn)());
     /** A frame was queued for the guest: when to write the queue (RX coalescing). */
     void ArmRxFlush();
-    static bool IsPending(const Ptr<EventImpl>& event);
-    static void Cancel(Ptr<EventImpl>& event);
 
     Mac48Address m_mac;
     uint32_t m_rxQueueLimit;
@@ -103,8 +93,6 @@ class VirtioNetDevice : public VhostUserBackend
     std::deque<Ptr<Packet>> m_txBacklog;
     std::optional<uint16_t> m_txHead;
     std::deque<std::vector<uint8_t>> m_rxPending;
-    uint32_t m_context;
-    // ScheduleWithContext gives no EventId: keep the events themselves, to cancel them.
     Ptr<EventImpl> m_txEvent;
     Ptr<EventImpl> m_rxEvent;
     TracedCallback<Ptr<const Packet>> m_txTrace;

@@ -1,8 +1,9 @@
 """Starting a User-Mode-Linux guest: its configuration, command line, init, process, outputs.
 
 ``config`` (GuestConfig and the name rules), ``cmdline`` (the UML command line), ``init``
-(the generated init script), ``process`` (GuestProcess) and ``outputs`` (what the commands
-did); this package's face re-exports what callers use.
+(the generated init script), ``process`` (GuestProcess), ``outputs`` (what the commands
+did) and ``agent`` (building the guest agent); this package's face re-exports what callers
+use.
 
 A guest boots the host's ``/`` read-only over hostfs and runs a generated init
 script that mounts what it needs, configures its network, runs the configured
@@ -52,6 +53,7 @@ Files in ``workdir``::
 from __future__ import annotations
 
 from ..procs import group_members as process_group_members
+from .agent import AgentBuildError, ensure_agent
 from .cmdline import SEED_PARAM, guest_argv
 from .config import (COMMANDS_NOT_BEFORE, GUEST_WORKDIR, IPV6_OFF_SYSCTLS, Command,
                      GuestConfig, InterfaceConfig, check_command_name, check_node_name,
@@ -62,6 +64,7 @@ from .process import ADDR_NO_RANDOMIZE, GuestProcess
 
 __all__ = [
     "ADDR_NO_RANDOMIZE",
+    "AgentBuildError",
     "COMMANDS_NOT_BEFORE",
     "GUEST_WORKDIR",
     "IPV6_OFF_SYSCTLS",
@@ -75,6 +78,7 @@ __all__ = [
     "check_command_name",
     "check_node_name",
     "default_command_name",
+    "ensure_agent",
     "guest_argv",
     "guest_seed",
     "interface_name",

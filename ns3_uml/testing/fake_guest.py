@@ -53,7 +53,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ns3_uml.testing.tt_client import TTClient, TTLinkBroken, TTPanic, TTTimeout
 from ns3_uml.testing.vhost_frontend import (
@@ -268,15 +268,34 @@ def run(args: argparse.Namespace, steps: list[dict[str, Any]], out: dict[str, An
     tt.exit_running()
 
 
-def main() -> int:
-    """Command line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m ns3_uml.testing.fake_guest",
-                                     description=__doc__.split("\n\n")[0])
+def script_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The options every fake guest takes (calendar, vhost socket, id, script, out)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--calendar", required=True)
     parser.add_argument("--vhost", required=True)
     parser.add_argument("--id", type=lambda s: int(s, 0), required=True)
     parser.add_argument("--script", required=True)
     parser.add_argument("--out", required=True)
+    return parser
+
+
+def run_script(run: Callable[[argparse.Namespace, list[dict[str, Any]], dict[str, Any]], None],
+               args: argparse.Namespace, out: dict[str, Any]) -> tuple[str, int]:
+    """Run a fake guest's script: (status, exit code), "ok" and 0 when it went through."""
+    try:
+        run(args, json.loads(args.script), out)
+    except TTLinkBroken as exc:
+        return f"link broken: {exc}", 2
+    except (TTPanic, TTTimeout, VhostFrontendError, VhostTimeout, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}", 3
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        return f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1
+    return "ok", 0
+
+
+def main() -> int:
+    """Command line entry point; returns the exit status."""
+    parser = script_parser("python -m ns3_uml.testing.fake_guest", __doc__)
     parser.add_argument("--no-shm", action="store_true")
     parser.add_argument("--initial-index", type=int, default=0)
     parser.add_argument("--queue-size", type=int, default=UML_QUEUE_SIZE)
@@ -287,15 +306,7 @@ def main() -> int:
                              "(EVENT_IDX, offloads)")
     args = parser.parse_args()
     out: dict[str, Any] = {"rx": [], "tx": [], "hostile": [], "config": []}
-    status, code = "ok", 0
-    try:
-        run(args, json.loads(args.script), out)
-    except TTLinkBroken as exc:
-        status, code = f"link broken: {exc}", 2
-    except (TTPanic, TTTimeout, VhostFrontendError, VhostTimeout, OSError) as exc:
-        status, code = f"{type(exc).__name__}: {exc}", 3
-    except Exception as exc:  # noqa: BLE001 - reported to the test
-        status, code = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", 1
+    status, code = run_script(run, args, out)
     fe: GuestFrontend | None = out.pop("_fe", None)
     tt: GuestTT | None = out.pop("_tt", None)
     out["status"] = status

@@ -8,7 +8,6 @@ The device it drives is ``VirtioNetDevice`` (``bindings/model/virtio-net-device.
 from __future__ import annotations
 
 import os
-import socket
 import time as _wall
 from typing import Any, Iterable, Sequence
 
@@ -22,13 +21,11 @@ from ns3_uml.vhost_protocol import (
     LINUX_NAPI_BUDGET,
     LINUX_NET_DRIVER_FEATURES,
     LINUX_NET_DRIVER_FEATURES_LEGACY,
-    LINUX_RING_TRANSPORT_FEATURES,
     NET_CONFIG_OFF_MAC,
     NET_CONFIG_OFF_MTU,
     NET_CONFIG_OFF_STATUS,
     NET_RX_QUEUE,
     NET_TX_QUEUE,
-    UML_SUPPORTED_FEATURES,
     VIRTIO_NET_HDR,
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_ECN,
@@ -49,7 +46,7 @@ from ns3_uml.testing.vhost_frontend.errors import (
     VhostUnsupported,
 )
 from ns3_uml.testing.vhost_frontend.ring import PostedChain, SplitQueue
-from ns3_uml.testing.vhost_frontend.transport import TRANSPORT_MASK, VhostUserTransport
+from ns3_uml.testing.vhost_frontend.transport import VhostUserTransport
 
 __all__ = ["DEFAULT_ACCEPTED_FEATURES", "VhostUserFrontend"]
 
@@ -86,8 +83,6 @@ class VhostUserFrontend(VhostUserTransport):
                  features: int = DEFAULT_ACCEPTED_FEATURES, **transport: Any) -> None:
         super().__init__(socket_path, **transport)
         self.accept_features = features
-        self.linux_features = 0         # what Linux 6.12 would have sent instead
-        self.declined_features = 0      # Linux would accept, we did not
         self.mac: bytes | None = None
         self.mtu: int | None = None
         self.status: int | None = None  # virtio-net config status (None: no STATUS)
@@ -125,17 +120,7 @@ class VhostUserFrontend(VhostUserTransport):
         """Probe like UML 6.12 + virtio-net, then (``open``) bring the interface up."""
         if self.connected:
             raise VhostFrontendError("already connected")
-        if self.tt is not None:
-            self.tt.propagate_time()            # virtio_uml_probe()
-        if self._sock is None:
-            assert self.socket_path is not None
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(self.socket_path)
-            except OSError:
-                sock.close()
-                raise
-            self._sock = sock
+        self._connect_socket()
         self._vhost_user_init()
         self.registered = True                  # register_virtio_device()
         self._negotiate()
@@ -148,18 +133,11 @@ class VhostUserFrontend(VhostUserTransport):
     def _negotiate(self) -> None:
         """``virtio_dev_probe()``: driver table & device, transport bits kept, finalize,
         validate, finalize again if validate changed anything."""
-        dev = self.device_features
-        if dev >> VirtioFeature.VERSION_1 & 1:
+        if self.device_features >> VirtioFeature.VERSION_1 & 1:
             driver = LINUX_NET_DRIVER_FEATURES
         else:
             driver = LINUX_NET_DRIVER_FEATURES_LEGACY
-        linux = (driver & dev) | (dev & TRANSPORT_MASK)
-        # the one deliberate deviation: keep only what this reference implements
-        self._vdev_features = linux & (self.accept_features | UML_SUPPORTED_FEATURES)
-        keep = ~(TRANSPORT_MASK & ~LINUX_RING_TRANSPORT_FEATURES)
-        self.linux_features = (linux & keep) | (linux & UML_SUPPORTED_FEATURES)
-        self._vu_finalize_features()
-        self.declined_features = self.linux_features & ~self.features
+        self._choose_features(driver, self.accept_features)
         before = self._vdev_features
         self._virtnet_validate()
         if self._vdev_features != before:

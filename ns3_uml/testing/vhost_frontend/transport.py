@@ -15,8 +15,6 @@ from ns3_uml.vhost_protocol import (
     CONFIG_HEAD,
     HEADER_SIZE,
     LINUX_RING_TRANSPORT_FEATURES,
-    NET_RX_QUEUE,
-    NET_TX_QUEUE,
     U64,
     UML_PROTOCOL_FEATURES,
     UML_QUEUE_SIZE,
@@ -56,7 +54,11 @@ class VhostUserTransport(VhostUserConnection):
     ``mem_size``/``reserved``: the :class:`DriverMemory` shared with the device;
     ``queue_size``: every ring's size; ``protocol_features``: mask applied after UML's own;
     ``initial_index``: test-only start value of every ring's indices (SET_VRING_BASE).
+    The driver above says how many queues its device has (:attr:`NUM_QUEUES`).
     """
+
+    #: Queues ``vu_find_vqs`` sets up, 0 to NUM_QUEUES - 1 (virtio-net: RX and TX).
+    NUM_QUEUES = 2
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, *,
                  sock: socket.socket | None = None,
@@ -77,6 +79,8 @@ class VhostUserTransport(VhostUserConnection):
         self.device_features = 0        # GET_FEATURES answer
         self.features = 0               # what SET_FEATURES carried (vu_dev->features)
         self._vdev_features = 0         # vdev->features (the driver's view)
+        self.linux_features = 0         # what Linux 6.12 would have sent instead
+        self.declined_features = 0      # Linux would accept, we did not
         self.backend_protocol_features = 0
         self.config_reads: list[tuple[int, int]] = []
         self.connected = False
@@ -90,6 +94,20 @@ class VhostUserTransport(VhostUserConnection):
     # ------------------------------------------------------------------
     # start-up
     # ------------------------------------------------------------------
+    def _connect_socket(self) -> None:
+        """``virtio_uml_probe()``'s start: time propagated, the device's socket connected."""
+        if self.tt is not None:
+            self.tt.propagate_time()
+        if self._sock is None:
+            assert self.socket_path is not None
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self.socket_path)
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
+
     def _vhost_user_init(self) -> None:
         self._send(Request.SET_OWNER)
         self.device_features = self._get_u64(Request.GET_FEATURES)
@@ -119,6 +137,19 @@ class VhostUserTransport(VhostUserConnection):
             self.warnings.append(text)
             if self.strict:
                 raise VhostUnsupported(text)
+
+    def _choose_features(self, driver: int, accept: int) -> None:
+        """``virtio_dev_probe()`` up to the first finalize: the driver's table (``driver``)
+        and the device's, transport bits kept; of that only ``accept`` (what the reference
+        driver implements) is kept, the rest is reported in :attr:`declined_features`."""
+        dev = self.device_features
+        linux = (driver & dev) | (dev & TRANSPORT_MASK)
+        # the one deliberate deviation: keep only what this reference implements
+        self._vdev_features = linux & (accept | UML_SUPPORTED_FEATURES)
+        keep = ~(TRANSPORT_MASK & ~LINUX_RING_TRANSPORT_FEATURES)
+        self.linux_features = (linux & keep) | (linux & UML_SUPPORTED_FEATURES)
+        self._vu_finalize_features()
+        self.declined_features = self.linux_features & ~self.features
 
     def _vu_finalize_features(self) -> None:
         """``vu_finalize_features()``: vring_transport_features, bit 30 back on, SET_FEATURES.
@@ -171,7 +202,7 @@ class VhostUserTransport(VhostUserConnection):
         self._set_mem_table()
         inband = self.has_protocol(ProtocolFeature.INBAND_NOTIFICATIONS)
         backend_req = self.has_protocol(ProtocolFeature.BACKEND_REQ)
-        for index in (NET_RX_QUEUE, NET_TX_QUEUE):
+        for index in range(self.NUM_QUEUES):
             vq = SplitQueue(self.mem, index, self.queue_size, initial_index=self.initial_index,
                             event_idx=self.has_feature(VirtioFeature.RING_EVENT_IDX))
             self.queues.append(vq)
