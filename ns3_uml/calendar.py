@@ -136,15 +136,18 @@ class Calendar:
         """Serve until ``n`` more clients have connected and yielded once."""
         self._call(self._impl.AdmitClients, n)
 
-    def run(self, until: str | int | float | None = None) -> dict[str, Any]:
+    def run(self, until: str | int | float | None = None, *,
+            until_ns: int | None = None) -> dict[str, Any]:
         """Run the schedule until ``until`` (simulated, e.g. "10s"), until something calls
         ``Simulator::Stop`` (a device that needs Python), or until nothing is left to do
         (every client gone or waiting with no request). May be called again: the schedule
-        goes on from where it stopped. Returns ``summary()``."""
+        goes on from where it stopped. ``until_ns``: ``until`` in ns. Returns ``summary()``."""
         ns = self.ns
         stop = None
         if until is not None:
-            delay = parse_time(until) - self.now_ns()
+            until_ns = parse_time(until)
+        if until_ns is not None:
+            delay = until_ns - self.now_ns()
             if delay < 0:
                 raise ValueError(f"until {until!r} is before the simulated time "
                                  f"({self.now_ns()} ns)")

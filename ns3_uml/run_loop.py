@@ -58,7 +58,7 @@ class RunLoop:
                 target = until_ns if target is None else min(target, until_ns)
             if target is None and not self.calendar.impl.HasPendingEvents():
                 return  # nothing will ever happen: every guest waits for the host
-            self.calendar.run(until=target)
+            self.calendar.run(until_ns=target)
 
     def _next_wake(self, now: int) -> int | None:
         times = [s.next_wake_ns(now) for s in self.sessions.values()]

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import agent_protocol as ap
+from .console import send_bytes, take_received
 from .guest.outputs import CommandResult, write_result
 
 #: Frames that stop a run: Python acts on them (a command ended, the agent is ready).
@@ -95,9 +94,7 @@ class GuestSession:
         #: The guest's deadline (``stop_at``): what runs then is killed, nothing starts after.
         self.stop_at_ns = stop_at_ns
         self.stopped = False
-        device.SetStopTypes(wake_mask())
         self._reader = ap.FrameReader()
-        self._buffer = np.zeros(0, dtype=np.uint8)
         #: Every command in the order it was given (scheduled and interactive).
         self.commands: list[CommandState] = []
         self._by_id: dict[int, CommandState] = {}
@@ -204,21 +201,17 @@ class GuestSession:
         self._send(ap.poweroff_frame())
 
     def _send(self, frame: bytes) -> None:
-        data = np.frombuffer(frame, dtype=np.uint8)
-        self.device.Send(data, len(data))
+        send_bytes(self.device, frame)
 
     # -- from the guest ---------------------------------------------------------------
     def take_frames(self) -> list[CommandState]:
         """Apply the guest's frames that arrived since the last call; the commands that
         ended meanwhile."""
-        size = int(self.device.GetReceivedSize())
-        if not size:
+        data = take_received(self.device)
+        if not data:
             return []
-        if len(self._buffer) < size:
-            self._buffer = np.zeros(max(size, 2 * len(self._buffer)), dtype=np.uint8)
-        n = int(self.device.TakeReceived(self._buffer, size))
         ended = []
-        for frame in self._reader.feed(self._buffer[:n].tobytes()):
+        for frame in self._reader.feed(data):
             state = self._apply(frame)
             if state is not None and state.done:
                 ended.append(state)

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from . import links
 from .calendar import Calendar, CalendarError
 from .commands import CommandHandle, CommandTimeout
-from .console import create_console
+from .console import console_device
 from .cpu import CpuChoice, check_choice, pinned
 from .guest import COMMANDS_NOT_BEFORE, IPV6_OFF_SYSCTLS, Command, CommandResult, check_node_name
 from .guest.agent import ensure_agent
 from .kernel import ensure_kernel
 from .node import NativeNode, Node, NodeContext, UmlNode
 from .run_loop import RunLoop
-from .session import CommandState, GuestSession
+from .session import CommandState, GuestSession, wake_mask
 from .units import parse_time
 
 if TYPE_CHECKING:
@@ -42,6 +42,40 @@ class GuestError(CalendarError):
         self.node = node
         #: Its console log, the first place to look.
         self.console_log = console_log
+
+
+class _GuestCommands:
+    """The simulation as its guests (``GuestCommands``) and command handles
+    (``CommandService``) see it."""
+
+    def __init__(self, sim: "Simulation") -> None:
+        self._sim = sim
+
+    def started(self) -> bool:
+        return self._sim._started()
+
+    def command_names(self, node: UmlNode) -> set[str]:
+        return self._sim._command_names(node)
+
+    def schedule(self, node: UmlNode, command: Command) -> None:
+        self._sim._schedule(node, command)
+
+    def cmd(self, node: UmlNode, command: str, name: str,
+            timeout: str | float | None) -> CommandResult:
+        return self._sim._cmd(node, command, name, timeout)
+
+    def start(self, node: UmlNode, command: str, name: str) -> CommandHandle:
+        return self._sim._start(node, command, name)
+
+    def results(self, node: UmlNode) -> list[CommandResult] | None:
+        return self._sim._results(node)
+
+    def wait(self, state: CommandState, node: str,
+             timeout: str | float | None) -> CommandResult:
+        return self._sim._wait(state, node, timeout)
+
+    def signal(self, state: CommandState, node: str, signo: int) -> None:
+        self._sim._signal(state, node, signo)
 
 
 class Simulation:
@@ -121,6 +155,7 @@ class Simulation:
         self._links: dict[str, int] = {}
         self._pcap_files: list[Any] = []
         self._booted = False
+        self._commands = _GuestCommands(self)
         self._loop: RunLoop | None = None
         self._failed: BaseException | None = None
         # The CPU claim (cpu.pinned), held from the first run to close().
@@ -129,7 +164,7 @@ class Simulation:
         # All that nodes see of the simulation.
         self._node_context = NodeContext(self.ns, self.workdir, seed, self.calendar.socket_path,
                                          self._check_building, self._socket_path, offloads,
-                                         self)
+                                         self._commands)
         Simulation._open = self
 
     def __repr__(self) -> str:
@@ -335,7 +370,7 @@ class Simulation:
         simulation paused there: it may change ns-3 attributes through ``sim.ns``, start
         commands (``node.start``) or schedule more; blocking calls (``cmd``, ``wait``,
         ``run``) are refused in it."""
-        self._check_can_run("at()")
+        self._check_can_run("at()", blocking=False)
         time_ns = parse_time(time)
         if time_ns < self.calendar.now_ns():
             raise ValueError(f"at({time!r}): the simulation is at {self.now:g} s already")
@@ -352,13 +387,13 @@ class Simulation:
         sessions = self._run_loop().sessions.values()
         return all((s.ready and s.scheduled_done()) or s.gone for s in sessions)
 
-    def _check_can_run(self, what: str) -> None:
+    def _check_can_run(self, what: str, blocking: bool = True) -> None:
         if self._closed:
             raise RuntimeError(f"{what}: this Simulation is closed")
         if self._failed is not None:
             raise RuntimeError(f"{what}: this Simulation stopped with an error and cannot go "
                                f"on ({self._failed})")
-        if self._loop is not None and self._loop.in_callback and what != "at()":
+        if blocking and self._loop is not None and self._loop.in_callback:
             raise RuntimeError(f"{what} cannot be called from an at() callback: the "
                                "simulation is paused there (use node.start())")
 
@@ -379,8 +414,9 @@ class Simulation:
                 cfg = node.config
                 cfg.console_socket = self._sockdir / f"con{node.index}.sock"
                 cfg.agent = agent
-                device = create_console(self.ns, node.ns3_node, cfg.console_socket,
-                                        node.client_id, self.calendar)
+                device = console_device(cfg.console_socket, node.client_id,
+                                        node.ns3_node.GetId(), self.calendar,
+                                        stop_types=wake_mask())
                 session = GuestSession(
                     device, cfg.output_dir, not_before_ns=parse_time(COMMANDS_NOT_BEFORE),
                     stop_at_ns=None if cfg.stop_at is None else parse_time(cfg.stop_at))
@@ -432,37 +468,37 @@ class Simulation:
             node.stop()  # a no-op for a guest that has already exited
 
     # ------------------------------------------------------------------ guest commands
-    # (GuestCommands: what UmlNode asks of its simulation, and CommandService for handles)
-    def started(self) -> bool:
+    # What _GuestCommands hands on: UmlNode's GuestCommands and the handles' CommandService.
+    def _started(self) -> bool:
         return self._booted
 
-    def command_names(self, node: UmlNode) -> set[str]:
+    def _command_names(self, node: UmlNode) -> set[str]:
         session = self._session(node, "") if self._booted else None
         return {c.name for c in session.commands} if session else set()
 
-    def schedule(self, node: UmlNode, command: Command) -> None:
-        self._check_can_run(f"{node.name}.run()")
+    def _schedule(self, node: UmlNode, command: Command) -> None:
+        self._check_can_run(f"{node.name}.run()", blocking=False)
         self._session(node, "run()").add(
             command.name or "", command.cmd, background=command.background,
             at_ns=None if command.at is None else parse_time(command.at), scheduled=True)
         node.config.commands.append(command)
 
-    def cmd(self, node: UmlNode, command: str, name: str,
+    def _cmd(self, node: UmlNode, command: str, name: str,
             timeout: str | float | None) -> CommandResult:
         self._check_can_run(f"{node.name}.cmd()")
         state = self._submit(node, command, name)
-        return self.wait(state, node.name, timeout)
+        return self._wait(state, node.name, timeout)
 
-    def start(self, node: UmlNode, command: str, name: str) -> CommandHandle:
-        self._check_can_run(f"{node.name}.start()")
-        return CommandHandle(node.name, self._submit(node, command, name), self)
+    def _start(self, node: UmlNode, command: str, name: str) -> CommandHandle:
+        self._check_can_run(f"{node.name}.start()", blocking=False)
+        return CommandHandle(node.name, self._submit(node, command, name), self._commands)
 
-    def results(self, node: UmlNode) -> list[CommandResult] | None:
+    def _results(self, node: UmlNode) -> list[CommandResult] | None:
         if not self._booted or node.name not in self._run_loop().sessions:
             return None
         return [c.result() for c in self._run_loop().sessions[node.name].commands]
 
-    def wait(self, state: CommandState, node: str,
+    def _wait(self, state: CommandState, node: str,
              timeout: str | float | None) -> CommandResult:
         self._check_can_run("wait()")
         session = self._run_loop().sessions[node]
@@ -478,8 +514,8 @@ class Simulation:
             raise RuntimeError(self._gone_message(node, state))
         return state.result()
 
-    def signal(self, state: CommandState, node: str, signo: int) -> None:
-        self._check_can_run("kill()")
+    def _signal(self, state: CommandState, node: str, signo: int) -> None:
+        self._check_can_run("kill()", blocking=False)
         session = self._run_loop().sessions[node]
         if session.gone:
             raise RuntimeError(self._gone_message(node, state))

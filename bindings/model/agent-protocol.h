@@ -36,7 +36,9 @@
 #define AGENT_HEADER_SIZE 12
 #define AGENT_MAX_PAYLOAD 65536
 
-/* The port's name (/sys/class/virtio-ports/<port>/name) and where the agent opens it. */
+/* The port's name (/sys/class/virtio-ports/<port>/name), by which the guest's init finds
+ * it, and the agent's default port: Linux names ports vport<virtio index>p<port id>, so this
+ * is the agent's port only when the console is the guest's first virtio device. */
 #define AGENT_PORT_NAME "org.ns3-uml.agent"
 #define AGENT_PORT_DEVICE "/dev/vport0p0"
 

@@ -37,10 +37,19 @@ link_up() {
     sleep 0.001
   done
 }
-# wait_for PATH: wait until PATH exists, at most as long as link_up waits.
-wait_for() {
+# agent_port NAME: wait until the virtio port called NAME has its device node, at most
+# as long as link_up waits; its path in $PORT. (Ports are named vport<virtio index>p<id>,
+# and the console's virtio index follows the network devices'.)
+agent_port() {
   n=0
-  until [ -e "$1" ]; do
+  while :; do
+    for p in /sys/class/virtio-ports/*; do
+      if [ -r "$p/name" ] && read -r name < "$p/name" && [ "$name" = "$1" ] &&
+         [ -e "/dev/${p##*/}" ]; then
+        PORT=/dev/${p##*/}
+        return 0
+      fi
+    done
     [ $n -ge __LINK_POLLS__ ] && return 1
     n=$((n + 1))
     sleep 0.001

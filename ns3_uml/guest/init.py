@@ -10,7 +10,7 @@ import re
 import shlex
 from pathlib import Path
 
-from ..agent_protocol import PORT_DEVICE as AGENT_PORT
+from ..agent_protocol import PORT_NAME as AGENT_PORT_NAME
 from ..atomic import write_atomic
 from .config import (COMMANDS_NOT_BEFORE, GUEST_WORKDIR, INIT_SCRIPT, OUTPUT_DIR, GuestConfig,
                      check_cmdline_word, interface_name)
@@ -181,9 +181,9 @@ def _agent_lines(cfg: GuestConfig) -> list[str]:
     return [
         "",
         "# The agent's port appears once the console's handshake with the host is done.",
-        f"wait_for {AGENT_PORT} || fail 'no agent port {AGENT_PORT}'",
+        f"agent_port {AGENT_PORT_NAME} || fail 'no virtio port named {AGENT_PORT_NAME}'",
         f"cd {GUEST_WORKDIR}",
-        f"exec {q(str(cfg.agent))} --port {AGENT_PORT} --workdir {GUEST_WORKDIR} "
+        f'exec {q(str(cfg.agent))} --port "$PORT" --workdir {GUEST_WORKDIR} '
         f"--umount {GUEST_WORKDIR}",
         "",
     ]
