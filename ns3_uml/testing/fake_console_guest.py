@@ -21,12 +21,10 @@ The JSON result has ``status``, ``rx`` (calendar time and hex of what each call 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from ns3_uml.testing.fake_guest import GuestTT, run_script, script_parser
+from ns3_uml.testing.fake_guest import GuestTT, finish_script, run_script, script_parser
 from ns3_uml.testing.vhost_frontend.console import VhostUserConsole
 from ns3_uml.testing.vhost_frontend.ring import SplitQueue
 
@@ -91,11 +89,7 @@ def main() -> int:
         out["fe"] = fe.result()
         out["rx"] = fe.rx_log
         fe.close(teardown=False)
-    if tt is not None:
-        out["tt"] = {"runs": tt.runs, "irqs": tt.irqs, "warnings": tt.warnings,
-                     "final_time": tt.calendar_time()}
-        tt.close()
-    Path(args.out).write_text(json.dumps(out))
+    finish_script(tt, out, args.out)
     return code
 
 

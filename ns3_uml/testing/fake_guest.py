@@ -293,6 +293,15 @@ def run_script(run: Callable[[argparse.Namespace, list[dict[str, Any]], dict[str
     return "ok", 0
 
 
+def finish_script(tt: TTClient | None, out: dict[str, Any], path: str) -> None:
+    """The time-travel client's record into ``out``, the client closed, ``out`` written."""
+    if tt is not None:
+        out["tt"] = {"runs": tt.runs, "irqs": tt.irqs, "warnings": tt.warnings,
+                     "final_time": tt.calendar_time()}
+        tt.close()
+    Path(path).write_text(json.dumps(out))
+
+
 def main() -> int:
     """Command line entry point; returns the exit status."""
     parser = script_parser("python -m ns3_uml.testing.fake_guest", __doc__)
@@ -317,11 +326,7 @@ def main() -> int:
         out["rings"] = [{"avail_idx": q.avail_idx_shadow, "last_used_idx": q.last_used_idx,
                          "num_free": q.num_free} for q in fe.queues]
         fe.close(teardown=False)
-    if tt is not None:
-        out["tt"] = {"runs": tt.runs, "irqs": tt.irqs, "warnings": tt.warnings,
-                     "final_time": tt.calendar_time()}
-        tt.close()
-    Path(args.out).write_text(json.dumps(out))
+    finish_script(tt, out, args.out)
     return code
 
 

@@ -223,7 +223,7 @@ static void child(const char *cmd, int out, int err, int report)
     /* Blocked and ignored signals survive exec: give the command the defaults. */
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_DFL);
-    int null = open("/dev/null", O_RDONLY);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (setsid() < 0 || (workdir && chdir(workdir) < 0) || null < 0 || dup2(null, 0) < 0 ||
         dup2(out, 1) < 0 || dup2(err, 2) < 0)
         goto failed;
@@ -500,6 +500,12 @@ int main(int argc, char **argv)
     if (optind != argc && !is_init)
         usage();
 
+    /* Descriptors 0-2 taken, so that no pipe of ours is one of them (dup2 in the child). */
+    int spare;
+    while ((spare = open("/dev/null", O_RDWR)) >= 0 && spare <= 2)
+        ;
+    if (spare > 2)
+        close(spare);
     /* A host gone mid-write is an EPIPE, not a death. */
     signal(SIGPIPE, SIG_IGN);
     sigset_t chld;
