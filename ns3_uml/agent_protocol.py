@@ -38,7 +38,9 @@ class Type(enum.IntEnum):
 
 
 class AgentProtocolError(ValueError):
-    """A frame that breaks the protocol."""
+    """A frame that breaks the protocol; ``node``: the guest that sent it, if known."""
+
+    node: str | None = None
 
 
 @dataclass(frozen=True)

@@ -89,13 +89,17 @@ class RunLoop:
                 session.send_run(state)
         return ended
 
-    def power_off(self, timeout_s: float = 30.0) -> None:
-        """Tell every agent to power its guest off and run until they are gone (within
-        ``timeout_s`` of wall time; the caller kills what is left)."""
+    def power_off(self, timeout_s: float = 30.0, within_ns: int = 10_000_000_000) -> None:
+        """Tell every agent to power its guest off and run until they are gone: within
+        ``within_ns`` of simulated time (ns-3's own events, a Wi-Fi beacon, never end) and
+        ``timeout_s`` of wall time; the caller kills what is left."""
         for session in self.sessions.values():
             if session.device.IsConnected() and not session.powering_off:
                 session.send_poweroff()
+        end_ns = self.now_ns + within_ns
         deadline = time.monotonic() + timeout_s
+        # Each guest's departure stops the run (its console device), so this looks again.
         while (any(s.device.IsConnected() for s in self.sessions.values())
-               and self.calendar.impl.HasPendingEvents() and time.monotonic() < deadline):
-            self.calendar.run()
+               and self.calendar.impl.HasPendingEvents() and self.now_ns < end_ns
+               and time.monotonic() < deadline):
+            self.calendar.run(until_ns=end_ns)

@@ -85,8 +85,10 @@ class GuestSession:
     """The agent channel of one guest: ``device`` is its ``ns3::VirtioConsoleDevice``;
     results are also written to ``output_dir`` (``out/<name>.*``) as they end."""
 
-    def __init__(self, device: Any, output_dir: Path, *, not_before_ns: int = 0,
+    def __init__(self, name: str, device: Any, output_dir: Path, *, not_before_ns: int = 0,
                  stop_at_ns: int | None = None) -> None:
+        #: The guest's name (errors name it).
+        self.name = name
         self.device = device
         self.output_dir = output_dir
         #: No command starts before this uptime (COMMANDS_NOT_BEFORE).
@@ -211,7 +213,11 @@ class GuestSession:
         if not data:
             return []
         ended = []
-        for frame in self._reader.feed(data):
+        try:
+            frames = self._reader.feed(data)
+        except ap.AgentProtocolError as exc:
+            raise self._error(str(exc)) from None
+        for frame in frames:
             state = self._apply(frame)
             if state is not None and state.done:
                 ended.append(state)
@@ -219,15 +225,26 @@ class GuestSession:
         return ended
 
     def _apply(self, frame: ap.Frame) -> CommandState | None:
+        try:
+            return self._apply_checked(frame)
+        except ap.AgentProtocolError as exc:  # a payload of the wrong size
+            if getattr(exc, "node", None):
+                raise
+            raise self._error(str(exc)) from None
+
+    def _apply_checked(self, frame: ap.Frame) -> CommandState | None:
         if frame.type == ap.Type.READY:
             self.ready_ns = frame.ready_ns()
             return None
         state = self._by_id.get(frame.id)
         if state is None:
             if frame.type == ap.Type.ERROR:
-                raise ap.AgentProtocolError(f"the agent refused a frame: {frame.text()}")
-            raise ap.AgentProtocolError(f"{frame.type.name} frame for unknown command "
-                                        f"{frame.id}")
+                raise self._error(f"the agent refused a frame: {frame.text()}")
+            raise self._error(f"{frame.type.name} frame for unknown command {frame.id}")
+        if frame.type not in (ap.Type.STARTED, ap.Type.STDOUT, ap.Type.STDERR, ap.Type.EXIT,
+                              ap.Type.ERROR) or state.done:
+            raise self._error(f"{frame.type.name} frame for command {frame.id} "
+                              f"({'ended' if state.done else 'running'})")
         if frame.type == ap.Type.STARTED:
             state.start_ns = frame.started()[0]
         elif frame.type == ap.Type.STDOUT:
@@ -239,3 +256,8 @@ class GuestSession:
         elif frame.type == ap.Type.ERROR:
             state.error = frame.text()
         return state
+
+    def _error(self, message: str) -> ap.AgentProtocolError:
+        error = ap.AgentProtocolError(f"its agent broke the protocol: {message}")
+        error.node = self.name
+        return error

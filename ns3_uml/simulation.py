@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from . import links
+from .agent_protocol import AgentProtocolError
 from .calendar import Calendar, CalendarError
 from .commands import CommandHandle, CommandTimeout
 from .console import console_device
@@ -418,7 +419,7 @@ class Simulation:
                                         node.ns3_node.GetId(), self.calendar,
                                         stop_types=wake_mask())
                 session = GuestSession(
-                    device, cfg.output_dir, not_before_ns=parse_time(COMMANDS_NOT_BEFORE),
+                    node.name, device, cfg.output_dir, not_before_ns=parse_time(COMMANDS_NOT_BEFORE),
                     stop_at_ns=None if cfg.stop_at is None else parse_time(cfg.stop_at))
                 for c in cfg.command_list():
                     session.add(c.name or "", c.cmd, background=c.background,
@@ -440,6 +441,12 @@ class Simulation:
             if exc.kind == "interrupted":
                 raise KeyboardInterrupt(str(exc)) from None
             raise self._guest_error(exc) from None
+        except AgentProtocolError as exc:
+            # What a guest's agent said breaks the protocol: that guest's error.
+            self._fail(exc)
+            node = self.nodes[exc.node] if exc.node else None
+            client = node.client_id if isinstance(node, UmlNode) else None
+            raise self._guest_error(CalendarError("protocol", client, str(exc))) from None
         except BaseException as exc:
             self._fail(exc)
             raise

@@ -178,7 +178,10 @@ def test_console_constants_match_the_core() -> None:
 
 def test_handshake_and_port_name(sim: Any) -> None:
     s = sim()
-    s.start([sleep(1000), *CONNECT, OPEN, sleep(1000)])
+    s.start([sleep(1000), *CONNECT, OPEN, sleep(1_000_000)])
+    s.cal.run(until_ns=500_000)
+    # Asked while the guest is still there: once it leaves, the port is closed.
+    assert s.dev.IsPortOpen()
     s.cal.run()
     r = s.ok()["fe"]
     assert r["device_features"] == (1 << vp.VirtioFeature.VERSION_1
@@ -197,7 +200,6 @@ def test_handshake_and_port_name(sim: Any) -> None:
         ["recv", 0, ev.PORT_OPEN, 1],
         ["send", 0, ev.PORT_OPEN, 1],
     ]
-    assert s.dev.IsPortOpen()
     assert s.dev.GetReceivedSize() == 0 and s.dev.GetRxBytes() == 0
     assert s.dev.GetTxBytes() == 0
 
@@ -279,11 +281,12 @@ def test_port_closed_again_holds_bytes(sim: Any) -> None:
     s.send_at(50_000, frame)
     s.start([sleep(1000), *CONNECT, OPEN, sleep(10_000), {"op": "close_port"},
              sleep(100_000)])
+    s.cal.run(until_ns=80_000)  # the port closed, the guest still there
+    assert not s.dev.IsPortOpen()
+    assert s.dev.GetSendQueueSize() == len(frame)
     s.cal.run()
     r = s.ok()
     assert r["rx"] == [] and r["fe"]["discarded"] == 0
-    assert not s.dev.IsPortOpen()
-    assert s.dev.GetSendQueueSize() == len(frame)
 
 
 # ---------------------------------------------------------------- stop types
@@ -348,11 +351,10 @@ def _octal(data: bytes) -> str:
     return "".join(f"\\{b:03o}" for b in data)
 
 
-# What the guest's command does with the port. Written for a guest without an agent of its
-# own: once the guest's init starts the agent (which holds AGENT_PORT_DEVICE), this test
-# talks to the agent through the same device instead (send a RUN, expect STARTED/EXIT).
+# What the guest's command does with a second console, beside its agent's: the agent's
+# is the guest's first virtio device (vport0p0), this one the second.
 def _port_script(to_host: bytes, from_host_len: int) -> str:
-    return (f"cat /sys/class/virtio-ports/vport0p0/name; exec 3<>{ap.PORT_DEVICE}; "
+    return ("cat /sys/class/virtio-ports/vport1p0/name; exec 3<>/dev/vport1p0; "
             f"cat /proc/uptime; printf '{_octal(to_host)}' >&3; "
             f"head -c {from_host_len} <&3 | od -An -tx1 -v; cat /proc/uptime")
 
@@ -391,7 +393,9 @@ def test_real_guest_talks_over_the_port(uml_kernel: Path, tmp_path: Path) -> Non
             assert rec.contexts[0] == node.ns3_node.GetId()
             assert dev.GetRxBytes() == len(from_host)
             assert dev.GetTxBytes() == len(to_host)
-            assert not dev.IsConnected() and not dev.IsPortOpen()  # powered off
+            assert dev.IsConnected()  # the guest stays up until close()
         finally:
+            sim.close()  # powers the guest off
+            assert not dev.IsConnected() and not dev.IsPortOpen()
             dev.Close()
     assert not path.exists()

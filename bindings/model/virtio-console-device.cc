@@ -75,6 +75,7 @@ void
 VirtioConsoleDevice::DoDispose()
 {
     NS_LOG_FUNCTION(this);
+    m_stopTypes = 0; // a disconnect now is ours: nobody waits for it
     Cancel(m_controlEvent);
     Cancel(m_rxEvent);
     Cancel(m_txEvent);
@@ -151,6 +152,11 @@ VirtioConsoleDevice::OnDisconnect()
     Cancel(m_controlEvent);
     Cancel(m_rxEvent);
     Cancel(m_txEvent);
+    if (m_stopTypes)
+    {
+        // Whoever waits for this guest's frames must learn that none will come.
+        Simulator::Stop();
+    }
 }
 
 // ---------------------------------------------------------------- control
