@@ -28,7 +28,7 @@ def main(workdir: str) -> None:
     wall = time.monotonic()
     with nu.Simulation(workdir=workdir, seed=1) as sim:
         alpha = sim.add_node("alpha")
-        beta = sim.add_node("beta", run=["sleep 6"])  # stays up while alpha pings
+        beta = sim.add_node("beta")  # no commands: it stays up and answers
         sim.point_to_point(alpha, beta, rate="100Mbps", delay="5ms")
         alpha.run(f"ping -c 5 {beta.ip}")  # beta.ip exists once the link does
         summary = sim.run(until="10s")

@@ -30,7 +30,7 @@ def run_demo(workdir: Path, out: TextIO = sys.stdout) -> int:
     wall = time.monotonic()
     with Simulation(workdir=workdir, seed=1) as sim:
         alpha = sim.add_node("alpha")
-        beta = sim.add_node("beta", run=["sleep 6"])
+        beta = sim.add_node("beta")  # no commands: it stays up and answers
         sim.point_to_point(alpha, beta, rate="100Mbps", delay="5ms")
         alpha.run(f"ping -c 5 {beta.ip}")
         summary = sim.run(until="10s", progress=out.isatty())
