@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..vhost_protocol import VIRTIO_ID_CONSOLE, VIRTIO_ID_NET
-from .config import INIT_SCRIPT, GuestConfig, check_cmdline_word
+from .config import GuestConfig, check_cmdline_word
+from .init import init_command
 
 __all__ = ["SEED_PARAM", "guest_argv"]
 
@@ -30,6 +31,8 @@ def guest_argv(kernel: Path | str, cfg: GuestConfig,
             raise ValueError(f"guest {cfg.name!r}: no tt_socket and no time_travel mode")
         check_cmdline_word("tt_socket", str(cfg.tt_socket))
         mode = f"ext:{cfg.client_id}:{cfg.tt_socket}"
+    init, init_args = init_command(cfg)
+    check_cmdline_word("init", init, forbid="")
     clock = []
     if cfg.tod_epoch_ns is not None:
         clock = [f"time-travel-start={cfg.tod_epoch_ns}"]
@@ -46,7 +49,7 @@ def guest_argv(kernel: Path | str, cfg: GuestConfig,
         "rootfstype=hostfs",
         "rootflags=/",
         "ro",
-        f"init={workdir / INIT_SCRIPT}",
+        f"init={init}",
         # Console 0 writes to stdout (console.log) and reads nothing; no other
         # consoles or serial lines (they would allocate host ptys).
         "con=null",
@@ -66,5 +69,7 @@ def guest_argv(kernel: Path | str, cfg: GuestConfig,
           if cfg.console_socket is not None else []),
         "quiet",
         *cfg.extra_args,
+        # The kernel hands what follows "--" to the init as its arguments.
+        *(["--", *init_args] if init_args else []),
     ]
 

@@ -1,56 +1,82 @@
-"""The guest's init: a shell script generated per guest into ``<workdir>/init.sh``.
+"""The guest's init, generated per guest into its ``workdir``.
 
-Its fixed shell functions are in ``functions.sh`` beside this module; what depends on the
-configuration (mounts, network set-up, the commands, ``stop_at``) is generated here.
+A guest with an agent (a ``Simulation``'s) has the agent itself as its init: the kernel
+execs it with ``setup.conf`` (``setup.setup_conf``), which it applies with system calls,
+then it serves the host's commands (docs/DESIGN.md section 7). A guest without one runs a
+shell script, ``init.sh``: its fixed shell functions are in ``functions.sh`` beside this
+module; what depends on the configuration (the set-up steps of ``setup.py``, the commands,
+``stop_at``) is generated here.
 """
 
 from __future__ import annotations
 
-import re
+import os
 import shlex
 from pathlib import Path
 
 from ..agent_protocol import PORT_NAME as AGENT_PORT_NAME
 from ..atomic import write_atomic
-from .config import (COMMANDS_NOT_BEFORE, GUEST_WORKDIR, INIT_SCRIPT, OUTPUT_DIR, GuestConfig,
-                     check_cmdline_word, interface_name)
+from .config import (COMMANDS_NOT_BEFORE, GUEST_WORKDIR, INIT_SCRIPT, OUTPUT_DIR, SETUP_ERRORS,
+                     GuestConfig, check_cmdline_word)
+from .setup import (GUEST_ENV, GUEST_UMASK, LINK_UP_TIMEOUT, SETUP_CONF, setup_conf,
+                    setup_steps, shell_lines)
 
-__all__ = ["build_init_script"]
+__all__ = ["AGENT_INIT_ENV", "build_init_script", "init_command"]
 
-_GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_SYSCTL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
-# Simulated seconds an interface may take to come up before the init gives up.
-_LINK_UP_TIMEOUT = 10
 _FUNCTIONS = Path(__file__).with_name("functions.sh")
+
+#: How a guest with an agent starts, for benchmarks only: "agent" (the default: the kernel
+#: execs the agent, which applies setup.conf), "exec" (a one-line init.sh execs it), "shell"
+#: (the shell init does the set-up, then execs the agent on its port: before issue 12).
+AGENT_INIT_ENV = "NS3_UML_AGENT_INIT"
+_AGENT_INITS = ("agent", "exec", "shell")
+
+
+def _agent_init(cfg: GuestConfig) -> str | None:
+    """How ``cfg``'s guest starts (``AGENT_INIT_ENV``), or None: it has no agent."""
+    if cfg.agent is None:
+        return None
+    mode = os.environ.get(AGENT_INIT_ENV) or "agent"
+    if mode not in _AGENT_INITS:
+        raise ValueError(f"${AGENT_INIT_ENV}={mode!r}: use one of {', '.join(_AGENT_INITS)}")
+    return mode
+
+
+def _agent_argv(cfg: GuestConfig) -> list[str]:
+    """The agent's arguments when it is the init and applies ``setup.conf`` itself."""
+    return ["--setup", str(cfg.workdir_path / SETUP_CONF),
+            "--errors", f"{GUEST_WORKDIR}/{OUTPUT_DIR}/{SETUP_ERRORS}",
+            "--workdir", GUEST_WORKDIR, "--umount", GUEST_WORKDIR]
+
+
+def init_command(cfg: GuestConfig) -> tuple[str, list[str]]:
+    """The guest's init (``init=``) and its arguments (after ``--`` on the kernel's command
+    line)."""
+    if _agent_init(cfg) == "agent":
+        return str(cfg.agent), _agent_argv(cfg)
+    return str(cfg.workdir_path / INIT_SCRIPT), []
 
 
 def _ns(seconds: float) -> int:
     return round(seconds * 1_000_000_000)
 
 
-def _sysctl_path(key: str) -> str:
-    # sysctl(8)'s rule: dots separate levels, a slash stands for a dot in a
-    # name (net.ipv4.conf.eth0/100.forwarding).
-    if not _SYSCTL_RE.fullmatch(key) or ".." in key:
-        raise ValueError(f"sysctl name {key!r} is not valid")
-    return "/proc/sys/" + key.translate(str.maketrans("./", "/."))
-
-
-def _route_argv(route: str) -> list[str]:
-    words = shlex.split(route)
-    family = []
-    if words and words[0] in ("-4", "-6"):
-        family, words = words[:1], words[1:]
-    if not words:
-        raise ValueError(f"route {route!r} is empty")
-    return ["ip", *family, "route", "add", *words]
-
-
-
 def build_init_script(cfg: GuestConfig) -> str:
-    """Write ``<workdir>/init.sh`` (the guest's init) and return its text."""
+    """Write the guest's init files into its ``workdir`` and return the text of the first:
+    ``setup.conf`` for an agent that is the init (and a one-line ``init.sh`` that execs it,
+    in mode "exec"), else ``init.sh``."""
     workdir = cfg.workdir_path
     check_cmdline_word("workdir", str(workdir))
+    mode = _agent_init(cfg)
+    if mode in ("agent", "exec"):
+        text = setup_conf(cfg)
+        write_atomic(workdir / SETUP_CONF, text)
+        if mode == "exec":
+            argv = [str(cfg.agent), *_agent_argv(cfg)]
+            write_atomic(workdir / INIT_SCRIPT,
+                         "#!/bin/sh\nexec " + " ".join(map(shlex.quote, argv)) + "\n",
+                         mode=0o755)
+        return text
     commands = cfg.command_list()
     q = shlex.quote
     out = f"{GUEST_WORKDIR}/{OUTPUT_DIR}"
@@ -59,13 +85,13 @@ def build_init_script(cfg: GuestConfig) -> str:
     lines = [
         "#!/bin/sh",
         f"# Generated by ns3-uml: init of guest {cfg.name!r}. Do not edit.",
-        f"export PATH={_GUEST_PATH} HOME=/tmp TERM=dumb",
-        "umask 022",
+        "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in GUEST_ENV.items()),
+        f"umask {GUEST_UMASK:03o}",
         f"OUT={out}",
         _FUNCTIONS.read_text().rstrip().replace("__LINK_POLLS__",
-                                                str(_LINK_UP_TIMEOUT * 1000)),
+                                                str(LINK_UP_TIMEOUT * 1000)),
     ]
-    if cfg.agent is not None:
+    if mode == "shell":
         lines += _setup_lines(cfg) + _agent_lines(cfg)
         text = "\n".join(lines)
         write_atomic(workdir / INIT_SCRIPT, text, mode=0o755)
@@ -144,34 +170,8 @@ def build_init_script(cfg: GuestConfig) -> str:
 
 
 def _setup_lines(cfg: GuestConfig) -> list[str]:
-    """Init lines for the mounts, the hostname and the network."""
-    q = shlex.quote
-    workdir = cfg.workdir_path
-    lines = [
-        "",
-        "mnt -t proc proc /proc",
-        "mnt -t sysfs sysfs /sys",
-        # The kernel mounts devtmpfs on /dev itself (DEVTMPFS_MOUNT).
-        "grep -q ' /dev devtmpfs ' /proc/mounts || mnt -t devtmpfs devtmpfs /dev",
-        "mkdir -p /dev/pts /dev/shm",
-        "mnt -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts",
-        "mnt -t tmpfs -o mode=1777 tmpfs /dev/shm",
-        # The host's / is read-only: writable scratch space comes from tmpfs.
-        "mnt -t tmpfs -o mode=1777 tmpfs /tmp",
-        "mnt -t tmpfs -o mode=755 tmpfs /run",
-        "mnt -t tmpfs -o mode=755 tmpfs /var",
-        "mkdir -p /run/lock /var/tmp /var/log /var/lib /var/cache /var/spool",
-        "chmod 1777 /var/tmp /run/lock",
-        "ln -s /run /var/run; ln -s /run/lock /var/lock",
-        # The per-guest host directory, read-write, under a tmpfs mount point.
-        "mnt -t tmpfs -o mode=755 tmpfs /mnt",
-        f"mkdir -p {GUEST_WORKDIR}",
-        f"mnt -t hostfs -o {q(str(workdir))} hostfs {GUEST_WORKDIR}",
-        "mkdir -p $OUT",
-        f"echo {q(cfg.name)} > /proc/sys/kernel/hostname",
-        "try ip link set dev lo up",
-    ]
-    return lines + _network_lines(cfg)
+    """Init lines for the mounts, the hostname and the network (``setup.setup_steps``)."""
+    return ["", *shell_lines(setup_steps(cfg))]
 
 
 def _agent_lines(cfg: GuestConfig) -> list[str]:
@@ -187,61 +187,3 @@ def _agent_lines(cfg: GuestConfig) -> list[str]:
         f"--umount {GUEST_WORKDIR}",
         "",
     ]
-
-
-def _network_lines(cfg: GuestConfig) -> list[str]:
-    """Init lines for IPv6 defaults, sysctls, interfaces and routes."""
-    q = shlex.quote
-    names = [interface_name(i) for i in range(len(cfg.interfaces))]
-    lines = [
-        "",
-        "# IPv6: no duplicate address detection, no router solicitations: they",
-        "# wait (seconds) and draw random delays before an address is usable.",
-    ]
-    for conf in ("all", "default"):
-        lines += _ipv6_defaults(conf)
-    for i, (iface, dev) in enumerate(zip(cfg.interfaces, names)):
-        # Device i of the command line is platform device virtio-uml.<i>; a
-        # device that failed to probe would shift the eth<N> names.
-        sysfs = f"/sys/devices/virtio-uml-cmdline/virtio-uml.{i}/virtio*/net/{dev}"
-        lines += [
-            f"# {dev}: vhost-user device {iface.socket}",
-            f"if [ -e {sysfs} ]; then",
-            f"  have_{dev}=1",
-            *("  " + line for line in _ipv6_defaults(dev)),
-            "else",
-            f"  fail {q(f'{dev}: no network device for vhost-user socket {iface.socket}')}",
-            "fi",
-        ]
-    if cfg.sysctls:
-        lines.append("# sysctls")
-        for key, value in cfg.sysctls.items():
-            value = str(value)
-            if "\n" in value:
-                raise ValueError(f"sysctl {key}: value {value!r} spans lines")
-            lines.append(f"sc {q(_sysctl_path(key))} {q(value)} {q(key)}")
-    for iface, dev in zip(cfg.interfaces, names):
-        lines.append(f'if [ -n "$have_{dev}" ]; then')
-        if iface.mtu is not None:
-            lines.append(f"  try ip link set dev {dev} mtu {iface.mtu}")
-        if iface.ipv4 is not None:
-            lines.append(f"  try ip addr add {iface.ipv4} dev {dev}")
-        if iface.ipv6 is not None:
-            lines.append(f"  try ip -6 addr add {iface.ipv6} dev {dev}")
-        lines += [f"  try ip link set dev {dev} up", "fi"]
-    # Routes through a gateway need their interface up.
-    for dev in names:
-        lines.append(f'[ -n "$have_{dev}" ] && {{ link_up {dev} || '
-                     f'fail "{dev} did not come up"; }}')
-    if cfg.routes:
-        lines.append("# routes")
-        for route in cfg.routes:
-            lines.append("try " + " ".join(q(w) for w in _route_argv(route)))
-    return lines
-
-
-def _ipv6_defaults(conf: str) -> list[str]:
-    return [f"sc /proc/sys/net/ipv6/conf/{conf}/{key} 0 net.ipv6.conf.{conf}.{key}"
-            for key in ("accept_dad", "router_solicitations")]
-
-
