@@ -1,13 +1,14 @@
 """Starting a User-Mode-Linux guest: its configuration, command line, init, process, outputs.
 
-``config`` (GuestConfig and the name rules), ``cmdline`` (the UML command line), ``init``
-(the generated init script), ``process`` (GuestProcess), ``outputs`` (what the commands
-did) and ``agent`` (building the guest agent); this package's face re-exports what callers
-use.
+``config`` (GuestConfig and the name rules), ``cmdline`` (the UML command line), ``setup``
+(the set-up steps, as shell lines and as the agent's ``setup.conf``), ``init`` (the
+generated init), ``process`` (GuestProcess), ``outputs`` (what the commands did) and
+``agent`` (building the guest agent); this package's face re-exports what callers use.
 
-A guest boots the host's ``/`` read-only over hostfs and runs a generated init
-script that mounts what it needs, configures its network, runs the configured
-commands and powers off. The per-guest host directory ``workdir`` is mounted
+A guest boots the host's ``/`` read-only over hostfs. With an agent (a ``Simulation``'s
+guest) the agent is its init: it does the set-up of ``setup.conf`` with system calls and
+serves the host's commands. Without one, a generated init script mounts what it needs,
+configures its network, runs the configured commands and powers off. The per-guest host directory ``workdir`` is mounted
 read-write in the guest at ``GUEST_WORKDIR`` (the commands' working directory).
 
 Network: every :class:`InterfaceConfig` is a virtio-net device behind a
@@ -36,7 +37,8 @@ from the calendar; never from the host's clock.
 
 Files in ``workdir``::
 
-    init.sh               the generated init (``build_init_script``)
+    init.sh               the generated init (``build_init_script``), without an agent
+    setup.conf            the agent's set-up (``build_init_script``), with one
     console.log           the guest's console (kernel messages, init errors)
     out/<name>.stdout     a command's standard output
     out/<name>.stderr     its standard error

@@ -1,18 +1,58 @@
 /*
- * ns3-uml-agent: the guest's end of the command channel (docs/DESIGN.md section 7).
+ * ns3-uml-agent: the guest's init and its end of the command channel (docs/DESIGN.md
+ * section 7).
  *
- * Runs shell commands the host asks for and sends back their output, exit status and
- * start/end times, over the frames of agent-protocol.h on the agent's virtio-console port.
- * The guest's init execs it as PID 1, so it also reaps every orphan and powers the guest
- * off. One process, no threads, no timers: one poll() with an infinite timeout over the
- * port, a signalfd for SIGCHLD and the commands' pipes, so an idle agent adds no events to
- * the simulation.
+ * The kernel execs it as PID 1 (init=, its arguments after "--" on the kernel's command
+ * line). It does the guest's set-up with system calls (--setup FILE: mounts, sysctls,
+ * interfaces and routes over rtnetlink; no fork+exec per step, which is what costs in
+ * UML), then runs shell commands the host asks for and sends back their output, exit
+ * status and start/end times, over the frames of agent-protocol.h on the agent's
+ * virtio-console port. As PID 1 it also reaps every orphan and powers the guest off. One
+ * process, no threads, no timers once set up: one poll() with an infinite timeout over
+ * the port, a signalfd for SIGCHLD and the commands' pipes, so an idle agent adds no
+ * events to the simulation.
  *
- * Usage: ns3-uml-agent [--port PATH | --fd N] [--workdir DIR] [--umount DIR]
- *   --port PATH    the port to open (default AGENT_PORT_DEVICE)
+ * Usage: ns3-uml-agent [--setup FILE [--errors FILE]] [--port PATH | --fd N]
+ *                      [--workdir DIR] [--umount DIR]
+ *   --setup FILE   the set-up to do first (below)
+ *   --errors FILE  where set-up failures go, a line each (appended; ns3_uml reads them as
+ *                  out/setup.err); also on stderr (the console)
+ *   --port PATH    the port to open (default: the one the set-up's wait-port found, else
+ *                  AGENT_PORT_DEVICE)
  *   --fd N         an already open descriptor instead (the host's tests: a socketpair)
  *   --workdir DIR  where commands run (default: the agent's working directory)
  *   --umount DIR   unmounted (after sync) before power-off
+ *
+ * The set-up file (written by ns3_uml/guest/setup.py from a GuestConfig): one step a line,
+ * done in order; words are separated by one space, and the last word of env, device and
+ * sysctl is the rest of the line (it may hold spaces). Empty lines and lines starting
+ * with '#' are ignored. "?DEV STEP" does STEP only if a device step found DEV.
+ *   env NAME VALUE                   setenv (the commands inherit it)
+ *   umask OCTAL
+ *   mount FSTYPE SOURCE TARGET [DATA]    mount(2), DATA its options ("mode=755")
+ *   mount-once FSTYPE SOURCE TARGET [DATA]   the same unless /proc/mounts has FSTYPE on
+ *                                    TARGET already (devtmpfs, mounted by the kernel)
+ *   mkdir PATH...                    with its parents (mkdir -p)
+ *   chmod OCTAL PATH...
+ *   symlink TARGET LINK
+ *   hostname NAME
+ *   device DEV PATTERN MESSAGE       DEV is there if a path matches PATTERN (wildcards *?[]
+ *                                    within components), else MESSAGE is an error
+ *   sysctl PATH NAME VALUE           writes "VALUE\n" to PATH (an existing file, e.g. under
+ *                                    /proc/sys); error "sysctl NAME=VALUE: cannot write PATH"
+ *   ip [-4|-6] WORDS...              as `ip WORDS`: "link set dev DEV [up|down|mtu N]...",
+ *                                    "addr add ADDR[/LEN] dev DEV", "route add
+ *                                    (default|NET[/LEN]) [via GW] [dev DEV] [metric N]" over
+ *                                    rtnetlink; anything else is one fork+exec of ip.
+ *                                    Error "ip WORDS: WHY" (iproute2's message)
+ *   wait-link DEV SECONDS            until DEV's operstate is up or unknown, 1 ms polls;
+ *                                    error "DEV did not come up"
+ *   wait-port NAME SECONDS           until the virtio port called NAME has its /dev node,
+ *                                    1 ms polls; it is then the port served; error "no
+ *                                    virtio port named NAME"
+ * Mount, mkdir, chmod, symlink, env and hostname failures go to the console only (the shell
+ * init's way: the errors file is in a mount of the set-up's own). A line the agent cannot
+ * do is an error naming the file and line; the set-up goes on.
  *
  * Built static by ns3_uml/guest/agent.py: the guest runs the host's binaries over hostfs,
  * and a static binary needs none of the host's libraries and no dynamic loader.
