@@ -74,6 +74,11 @@ def test_setup_conf_is_the_shell_inits_steps(tmp_path: Path) -> None:
     assert len([line for line in lines if not line.startswith(("#", "env ", "umask "))]) \
         == len([s for s in steps if s.op != "#"]) + 1  # + wait-port
     assert "try ip -6 route add default via fd00::fe" in shell_lines(steps)
+    shell = build_init_script(GuestConfig(name="g2", client_id=4, tt_socket=None,
+                                          workdir=tmp_path / "g2", time_travel="inf-cpu",
+                                          **_network(tmp_path)))
+    assert "\n".join(shell_lines(setup_steps(_agent_cfg(tmp_path, **_network(tmp_path))))
+                      ).replace("g1", "g2") in shell
 
 
 def test_the_agent_is_the_init_with_its_arguments_after_dashes(tmp_path: Path,
