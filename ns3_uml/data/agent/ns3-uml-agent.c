@@ -913,14 +913,15 @@ static void step_ip(char **w, int n)
         result = ip_addr_add(family, v, m, msg, sizeof msg);
     else if (m >= 2 && strcmp(v[0], "route") == 0 && strcmp(v[1], "add") == 0)
         result = ip_route_add(family, v, m, msg, sizeof msg);
-    if (result == IP_NOT_UNDERSTOOD)
+    char cmd[1024] = "ip";
+    for (int i = 0; i < n; i++)
+        snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %s", w[i]);
+    if (result == IP_NOT_UNDERSTOOD) {
+        say("set-up: `%s` is not one the agent knows: running ip", cmd);
         result = ip_exec(w, n, msg, sizeof msg);
-    if (result == IP_FAILED) {
-        char cmd[1024] = "ip";
-        for (int i = 0; i < n; i++)
-            snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), " %s", w[i]);
-        setup_error("%s: %s", cmd, msg); /* the shell's `try`: "COMMAND: OUTPUT" */
     }
+    if (result == IP_FAILED)
+        setup_error("%s: %s", cmd, msg); /* the shell's `try`: "COMMAND: OUTPUT" */
 }
 
 /* -- the steps -- */
@@ -987,15 +988,17 @@ static int pattern_exists(const char *pattern)
 
 /* The device node of the virtio port called `name` (port_path), waited for `polls`
  * times. Ports are named vport<virtio index>p<id>, and the console's virtio index follows
- * the network devices'. */
+ * the network devices'. Of several ports with the name, the first in name order (as the
+ * shell init's glob had it): readdir's order is the file system's. */
 static int find_port(const char *name, long polls)
 {
     static const char ports[] = "/sys/class/virtio-ports";
     for (long i = 0;; i++) {
+        char best[NAME_MAX + 1] = "";
         DIR *dir = opendir(ports);
         for (struct dirent *d; dir && (d = readdir(dir));) {
             char path[PATH_MAX], buf[NAME_MAX + 1];
-            if (d->d_name[0] == '.')
+            if (d->d_name[0] == '.' || (best[0] && strcmp(d->d_name, best) >= 0))
                 continue;
             snprintf(path, sizeof path, "%s/%s/name", ports, d->d_name);
             int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -1006,15 +1009,16 @@ static int find_port(const char *name, long polls)
                 continue;
             buf[n] = '\0';
             buf[strcspn(buf, "\n")] = '\0';
-            snprintf(port_path, sizeof port_path, "/dev/%s", d->d_name);
-            if (strcmp(buf, name) == 0 && access(port_path, F_OK) == 0) {
-                closedir(dir);
-                return 0;
-            }
+            snprintf(path, sizeof path, "/dev/%s", d->d_name);
+            if (strcmp(buf, name) == 0 && access(path, F_OK) == 0)
+                snprintf(best, sizeof best, "%s", d->d_name);
         }
         if (dir)
             closedir(dir);
-        port_path[0] = '\0';
+        if (best[0]) {
+            snprintf(port_path, sizeof port_path, "/dev/%s", best);
+            return 0;
+        }
         if (i >= polls)
             return -1;
         sleep_poll();
