@@ -6,8 +6,11 @@ did) and ``agent`` (building the guest agent); this package's face re-exports wh
 use.
 
 A guest boots the host's ``/`` read-only over hostfs and runs a generated init
-script that mounts what it needs, configures its network, runs the configured
-commands and powers off. The per-guest host directory ``workdir`` is mounted
+script that mounts what it needs, configures its network, and then either hands
+the guest to the agent (``GuestConfig.agent`` and ``console_socket``: the agent
+runs what the host sends over its console and powers off when told; this is how
+a ``Simulation`` runs its guests) or runs the configured commands itself and
+powers off. The per-guest host directory ``workdir`` is mounted
 read-write in the guest at ``GUEST_WORKDIR`` (the commands' working directory).
 
 Network: every :class:`InterfaceConfig` is a virtio-net device behind a
