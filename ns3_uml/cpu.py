@@ -19,7 +19,7 @@ from .lock import exclusive
 from .log import get_logger
 from .paths import cache_dir
 
-__all__ = ["CpuChoice", "check_choice", "lock_path", "pinned"]
+__all__ = ["CpuChoice", "check_choice", "claimed", "lock_path", "on_cpu", "pinned"]
 
 #: Where a simulation runs: "auto" (a CPU no other simulation holds, if any), a CPU
 #: number (that CPU, held or not), or None / False (wherever the OS puts it; bool is an
@@ -91,29 +91,42 @@ def _choose(stack: contextlib.ExitStack, cpu: CpuChoice, allowed: set[int]) -> i
 
 
 @contextlib.contextmanager
-def pinned(cpu: CpuChoice = "auto") -> Iterator[int | None]:
-    """Run the calling thread, and every process it starts meanwhile, on one CPU for the
-    block; yields that CPU, or None if it stays where it was.
+def claimed(cpu: CpuChoice = "auto") -> Iterator[int | None]:
+    """Claim a CPU for the block: yields it, or None if nothing is to be pinned.
 
     ``cpu="auto"`` claims an allowed CPU (``os.sched_getaffinity``) that no other running
     simulation holds; with every one held, or only one allowed, nothing is pinned. A CPU
-    number pins there, claimed too if it is free. None or False: nothing is pinned. The
-    thread's previous mask is back, and the claim released, when the block ends however
-    it ends (or the process dies)."""
+    number is used as asked, claimed too if it is free. None or False: nothing is pinned.
+    The claim is released when the block ends however it ends (or the process dies)."""
     choice = check_choice(cpu)
     if choice is None:
         yield None
         return
+    with contextlib.ExitStack() as claim:
+        yield _choose(claim, choice, os.sched_getaffinity(0))
+
+
+@contextlib.contextmanager
+def on_cpu(where: int | None) -> Iterator[None]:
+    """Run the calling thread, and every process it starts meanwhile, on CPU ``where`` for
+    the block (None: leave it); its previous mask is back when the block ends."""
+    if where is None:
+        yield
+        return
     # Per thread (pid 0: the caller), as is what processes started from it inherit.
     allowed = os.sched_getaffinity(0)
-    with contextlib.ExitStack() as claim:
-        where = _choose(claim, choice, allowed)
-        if where is None:
-            yield None
-            return
-        os.sched_setaffinity(0, {where})
-        _log.debug("simulation pinned to CPU %d", where)
-        try:
-            yield where
-        finally:
-            os.sched_setaffinity(0, allowed)  # before the claim goes (the stack's exit)
+    os.sched_setaffinity(0, {where})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+@contextlib.contextmanager
+def pinned(cpu: CpuChoice = "auto") -> Iterator[int | None]:
+    """``claimed`` and ``on_cpu`` together: the block runs on the CPU it claimed; yields
+    that CPU, or None if it stays where it was."""
+    with claimed(cpu) as where, on_cpu(where):
+        if where is not None:
+            _log.debug("pinned to CPU %d", where)
+        yield where

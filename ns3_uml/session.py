@@ -222,6 +222,9 @@ class GuestSession:
             if state is not None and state.done:
                 ended.append(state)
                 write_result(self.output_dir, state.result())
+            elif state is not None and frame.type == ap.Type.STARTED:
+                # As the shell init does: its files say it runs (a start, no end yet).
+                write_result(self.output_dir, state.result())
         return ended
 
     def _apply(self, frame: ap.Frame) -> CommandState | None:

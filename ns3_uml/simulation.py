@@ -16,7 +16,7 @@ from .agent_protocol import AgentProtocolError
 from .calendar import Calendar, CalendarError
 from .commands import CommandHandle, CommandTimeout
 from .console import console_device
-from .cpu import CpuChoice, check_choice, pinned
+from .cpu import CpuChoice, check_choice, claimed, on_cpu
 from .guest import COMMANDS_NOT_BEFORE, IPV6_OFF_SYSCTLS, Command, CommandResult, check_node_name
 from .guest.agent import ensure_agent
 from .kernel import ensure_kernel
@@ -156,10 +156,13 @@ class Simulation:
         self._links: dict[str, int] = {}
         self._pcap_files: list[Any] = []
         self._booted = False
+        self._kernel: Path | None = None
+        self._agent: Path | None = None
         self._commands = _GuestCommands(self)
         self._loop: RunLoop | None = None
         self._failed: BaseException | None = None
-        # The CPU claim (cpu.pinned), held from the first run to close().
+        # The CPU claim (cpu.claimed), held from the first run to close(): the guests keep
+        # the CPU they were started on; the calling thread is on it only during runs.
         self._pin = contextlib.ExitStack()
         self._closed = False
         # All that nodes see of the simulation.
@@ -355,15 +358,17 @@ class Simulation:
         if until_ns is not None and self._loop is not None and until_ns <= self.calendar.now_ns():
             raise ValueError(f"run(until={until!r}): the simulation is at {self.now:g} s "
                              "already; until must be later (time only goes forward)")
-        self._boot()
         bar: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if progress:
             from .progress import SimTimeProgress  # noqa: PLC0415
 
             bar = SimTimeProgress(self._progress_ns,
                                   None if until_ns is None else until_ns / 1e9)
-        with bar:
-            self._advance(until_ns, lambda: until_ns is None and self._scheduled_done())
+        self._claim()
+        with on_cpu(self.pinned_cpu):  # the whole run, boot included
+            self._boot()
+            with bar:
+                self._advance(until_ns, lambda: until_ns is None and self._scheduled_done())
         return self.calendar.summary()
 
     def at(self, time: str | float, fn: Callable[[], Any]) -> None:
@@ -398,18 +403,24 @@ class Simulation:
             raise RuntimeError(f"{what} cannot be called from an at() callback: the "
                                "simulation is paused there (use node.start())")
 
-    def _boot(self) -> None:
-        """Boot every guest (once): the kernel and the agent, a CPU, each guest's console
-        and process."""
-        if self._booted:
+    def _claim(self) -> None:
+        """Before the first boot: the kernel and the agent built, a CPU claimed."""
+        if self._kernel is not None:
             return
         kernel = ensure_kernel(progress=True)  # a build uses every CPU: before the claim
-        agent = ensure_agent()
+        self._agent = ensure_agent()
+        self.pinned_cpu = self._pin.enter_context(claimed(self.cpu))
+        self._kernel = kernel
+
+    def _boot(self) -> None:
+        """Boot every guest (once): each guest's console and process, on the claimed CPU."""
+        if self._booted:
+            return
+        self._claim()
+        kernel, agent = self._kernel, self._agent
         self._booted = True
         loop = self._run_loop()
         try:
-            # Guests inherit the thread's CPU: pin before they start, until close().
-            self.pinned_cpu = self._pin.enter_context(pinned(self.cpu))
             self.calendar.impl.ExpectClients(len(self._guests))
             for node in self._guests:
                 cfg = node.config
@@ -426,8 +437,9 @@ class Simulation:
                                 at_ns=None if c.at is None else parse_time(c.at),
                                 scheduled=True)
                 loop.sessions[node.name] = session
-            for node in self._guests:
-                self.calendar.register_process(node.client_id, node.boot(kernel))
+            with on_cpu(self.pinned_cpu):  # the guests inherit the thread's CPU
+                for node in self._guests:
+                    self.calendar.register_process(node.client_id, node.boot(kernel))
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -435,7 +447,8 @@ class Simulation:
     def _advance(self, until_ns: int | None, done: Callable[[], bool]) -> None:
         """Run the loop; on any error the guests go and the simulation cannot go on."""
         try:
-            self._run_loop().advance(until_ns, done)
+            with on_cpu(self.pinned_cpu):
+                self._run_loop().advance(until_ns, done)
         except CalendarError as exc:
             self._fail(exc)
             if exc.kind == "interrupted":
@@ -602,7 +615,8 @@ class Simulation:
     def _power_off(self) -> None:
         """Let every agent flush its guest's files and power it off, in simulated time."""
         try:
-            self._run_loop().power_off()
+            with on_cpu(self.pinned_cpu):
+                self._run_loop().power_off()
         except (CalendarError, KeyboardInterrupt):
             pass  # the guests are killed next; their files so far stay
         for file in self._pcap_files:

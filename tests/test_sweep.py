@@ -131,7 +131,8 @@ def _check_points(df: pd.DataFrame) -> None:
 def _check_no_collisions(df: pd.DataFrame) -> list[dict[str, Any]]:
     ids = [json.loads(Path(w, "ids.json").read_text()) for w in df["workdir"]]
     sockets = [s for i in ids for s in i["sockets"]]
-    assert len(sockets) == 4 * 3 and len(set(sockets)) == len(sockets)  # calendar + 2 links
+    # The calendar, 2 links and 2 guests' consoles per point.
+    assert len(sockets) == 4 * 5 and len(set(sockets)) == len(sockets)
     assert len({str(Path(s).parent) for s in sockets}) == 4  # a socket directory per point
     node_dirs = [d for i in ids for d in i["node_dirs"]]
     assert len(set(node_dirs)) == 8

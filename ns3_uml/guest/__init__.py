@@ -8,7 +8,8 @@ generated init), ``process`` (GuestProcess), ``outputs`` (what the commands did)
 A guest boots the host's ``/`` read-only over hostfs. With an agent (a ``Simulation``'s
 guest) the agent is its init: it does the set-up of ``setup.conf`` with system calls and
 serves the host's commands. Without one, a generated init script mounts what it needs,
-configures its network, runs the configured commands and powers off. The per-guest host directory ``workdir`` is mounted
+configures its network, runs the configured commands and powers off. The per-guest
+host directory ``workdir`` is mounted
 read-write in the guest at ``GUEST_WORKDIR`` (the commands' working directory).
 
 Network: every :class:`InterfaceConfig` is a virtio-net device behind a
