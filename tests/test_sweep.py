@@ -345,9 +345,11 @@ def test_a_killed_sweep_resumes_with_the_missing_points(reference, tmp_path):
             if records and len(read_record(records[0])) >= 1:
                 record = records[0]
                 guest = next((c for c in processes_mentioning(runs).values()
-                              if "time-travel=ext" in c and "/a/init.sh" in c), None)
+                              if "time-travel=ext" in c
+                              and re.search(r"uml_dir=\S+/a ", c)), None)
                 if guest:
-                    running = re.search(r"init=(\S+)/a/init\.sh", guest).group(1)
+                    # Guest a's directory (its uml_dir) is in the point's workdir.
+                    running = re.search(r"uml_dir=(\S+)/a ", guest).group(1)
                     # The socket directory is in the point's own temporary directory.
                     tmp = Path(re.search(r"virtio_uml\.device=(\S+):1", guest).group(1))
                     point_tmp = tmp.parent.parent
