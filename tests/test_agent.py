@@ -4,6 +4,7 @@ socketpair (``--fd``) with ns3_uml.agent_protocol, as the console device drives 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -340,3 +341,18 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     with pytest.raises(AgentBuildError, match="NS3_UML_AGENT"):
         find_agent()
     assert cli.main(["agent", "path"]) == 1
+
+
+def test_protocol_constants_match_the_header() -> None:
+    """agent_protocol.py mirrors bindings/model/agent-protocol.h, the one definition."""
+    from ns3_uml.guest.agent import protocol_header
+
+    defines = dict(re.findall(r"^#define (AGENT_\w+) (.+)$", protocol_header().read_text(),
+                              re.M))
+    assert int(defines["AGENT_HEADER_SIZE"]) == ap.HEADER_SIZE == ap.HEADER.size
+    assert int(defines["AGENT_MAX_PAYLOAD"]) == ap.MAX_PAYLOAD
+    assert defines["AGENT_PORT_NAME"] == f'"{ap.PORT_NAME}"'
+    assert defines["AGENT_PORT_DEVICE"] == f'"{ap.PORT_DEVICE}"'
+    types = {k[len("AGENT_"):]: int(v) for k, v in defines.items() if v.isdigit()
+             and k not in ("AGENT_HEADER_SIZE", "AGENT_MAX_PAYLOAD")}
+    assert types == {t.name: t.value for t in ap.Type}
