@@ -20,6 +20,7 @@ from .cpu import CpuChoice, check_choice, claimed, on_cpu
 from .guest import COMMANDS_NOT_BEFORE, IPV6_OFF_SYSCTLS, Command, CommandResult, check_node_name
 from .guest.agent import ensure_agent
 from .kernel import ensure_kernel
+from .limits import GuestNeeds, check_host_limits, parse_size
 from .node import NativeNode, Node, NodeContext, UmlNode
 from .run_loop import RunLoop
 from .session import CommandState, GuestSession, wake_mask
@@ -422,6 +423,9 @@ class Simulation:
         """Boot every guest (once): each guest's console and process, on the claimed CPU."""
         if self._booted:
             return
+        check_host_limits(GuestNeeds(
+            interfaces=sum(len(n.config.interfaces) for n in self._guests),
+            memory_bytes=tuple(parse_size(n.config.memory) for n in self._guests)))
         self._claim()
         kernel, agent = self._kernel, self._agent
         self._booted = True
