@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .calendar import Calendar, CalendarError
     from .guest import CommandResult
+    from .limits import HostLimitError
     from .node import NativeNode, Node, UmlNode
     from .simulation import GuestError, Simulation
     from .sweeps import sweep
@@ -28,6 +29,7 @@ _HOMES = {
     "CalendarError": "calendar",
     "CommandResult": "guest",
     "GuestError": "simulation",
+    "HostLimitError": "limits",
     "NativeNode": "node",
     "Node": "node",
     "Simulation": "simulation",

@@ -41,8 +41,11 @@ class Calendar:
     the guests' time of day at simulated 0 (fixed by default). ``yield_timeout`` and
     ``connect_timeout``: wall-clock seconds before a client counts as hung or missing.
     ``max_free_run``: at most this much simulated time (e.g. "100ms") runs without the
-    calendar hearing of it (default: up to the next event of anybody). ``log``: a file that
-    gets every protocol message with its simulated time.
+    calendar hearing of it (default: up to the next event that can reach the client).
+    ``independent_groups``: the guests of nodes that no chain of channels joins do not stop
+    for each other's events (False: every guest stops for every event; same results for
+    each group, more hand-offs). ``log``: a file that gets every protocol message with its
+    simulated time.
     """
 
     _active: "Calendar | None" = None
@@ -58,6 +61,7 @@ class Calendar:
         yield_timeout: float = 120.0,
         connect_timeout: float = 60.0,
         max_free_run: str | int | float | None = None,
+        independent_groups: bool = True,
         log: str | os.PathLike[str] | None = None,
     ) -> None:
         if Calendar._active is not None:
@@ -90,6 +94,7 @@ class Calendar:
             "MaxClients": ns.UintegerValue(max_clients),
             "YieldTimeout": ns.DoubleValue(yield_timeout),
             "ConnectTimeout": ns.DoubleValue(connect_timeout),
+            "IndependentGroups": ns.BooleanValue(independent_groups),
             "LogFile": ns.StringValue(str(log) if log else ""),
         }
         if tod_epoch_ns is not None:
@@ -132,6 +137,11 @@ class Calendar:
         death (not a clean power-off) stops the run with an error naming it."""
         self._impl.RegisterProcess(client_id, pid)
 
+    def set_client_node(self, client_id: int, node_id: int) -> None:
+        """Tell the calendar which ns-3 node a client is the guest of: it then belongs to the
+        node's independent group (a client without a node stops for every event)."""
+        self._impl.SetClientContext(client_id, node_id)
+
     def admit(self, n: int) -> None:
         """Serve until ``n`` more clients have connected and yielded once."""
         self._call(self._impl.AdmitClients, n)
@@ -142,6 +152,12 @@ class Calendar:
         ``Simulator::Stop`` (a device that needs Python), or until nothing is left to do
         (every client gone or waiting with no request). May be called again: the schedule
         goes on from where it stopped. ``until_ns``: ``until`` in ns. Returns ``summary()``."""
+        self.advance(until, until_ns=until_ns)
+        return self.summary()
+
+    def advance(self, until: str | int | float | None = None, *,
+                until_ns: int | None = None) -> None:
+        """``run()`` without the summary (a run loop stops often: building it is not free)."""
         ns = self.ns
         stop = None
         if until is not None:
@@ -160,7 +176,6 @@ class Calendar:
             if stop is not None and not self._closed and not ns.Simulator.IsExpired(stop):
                 # Stopped earlier: the next run must not stop at this one's end.
                 ns.Simulator.Remove(stop)
-        return self.summary()
 
     def now_ns(self) -> int:
         """The simulated time, in ns."""
@@ -197,6 +212,7 @@ class Calendar:
             "handoffs": int(impl.GetHandoffCount()),
             "events": int(impl.GetEventCount()),
             "shared_memory": bool(impl.UsesSharedMemory()),
+            "groups": int(impl.GetNGroups()),  # 1: all joined; 0: grouping off
             "clients": clients,
             "messages": messages,
         }

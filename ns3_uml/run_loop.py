@@ -58,7 +58,7 @@ class RunLoop:
                 target = until_ns if target is None else min(target, until_ns)
             if target is None and not self.calendar.impl.HasPendingEvents():
                 return  # nothing will ever happen: every guest waits for the host
-            self.calendar.run(until_ns=target)
+            self.calendar.advance(until_ns=target)
 
     def _next_wake(self, now: int) -> int | None:
         times = [s.next_wake_ns(now) for s in self.sessions.values()]
@@ -102,4 +102,4 @@ class RunLoop:
         while (any(s.device.IsConnected() for s in self.sessions.values())
                and self.calendar.impl.HasPendingEvents() and self.now_ns < end_ns
                and time.monotonic() < deadline):
-            self.calendar.run(until_ns=end_ns)
+            self.calendar.advance(until_ns=end_ns)

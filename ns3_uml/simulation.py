@@ -20,6 +20,7 @@ from .cpu import CpuChoice, check_choice, claimed, on_cpu
 from .guest import COMMANDS_NOT_BEFORE, IPV6_OFF_SYSCTLS, Command, CommandResult, check_node_name
 from .guest.agent import ensure_agent
 from .kernel import ensure_kernel
+from .limits import GuestNeeds, check_host_limits, parse_size
 from .node import NativeNode, Node, NodeContext, UmlNode
 from .run_loop import RunLoop
 from .session import CommandState, GuestSession, wake_mask
@@ -101,7 +102,11 @@ class Simulation:
     "auto" claims one no other simulation holds (simulations running at once, as a
     sweep's points, take different CPUs; with none free, or only one allowed, nothing is
     pinned), a CPU number pins there, None or False leaves placement to the OS. Faster
-    (no wake-ups across CPUs); the same results wherever it runs.
+    (no wake-ups across CPUs); the same results wherever it runs. ``independent_groups``:
+    guests whose nodes no chain of links joins do not stop for each other's events (fewer
+    hand-offs; what reaches them from Python at a stop that another group caused happens at
+    their own time if that is later, by at most 1 ms); False makes every guest stop for
+    every event.
 
     Use it as a context manager (or call ``close()``) so that its guests, sockets and ns-3
     state are gone when you are done.
@@ -112,7 +117,8 @@ class Simulation:
     def __init__(self, workdir: str | os.PathLike[str] = "runs/sim", seed: int = 1, *,
                  shared_memory: bool = True, memory: str = "64M", ipv6: bool = True,
                  yield_timeout: float = 120.0, tod_epoch_ns: int | None = None,
-                 offloads: bool = True, cpu: CpuChoice = "auto") -> None:
+                 offloads: bool = True, cpu: CpuChoice = "auto",
+                 independent_groups: bool = True) -> None:
         if Simulation._open is not None:
             raise RuntimeError(
                 f"a Simulation is already open in this process (workdir "
@@ -137,7 +143,8 @@ class Simulation:
         try:
             self.calendar = Calendar(self._sockdir / "calendar.sock",
                                      shared_memory=shared_memory, yield_timeout=yield_timeout,
-                                     tod_epoch_ns=tod_epoch_ns)
+                                     tod_epoch_ns=tod_epoch_ns,
+                                     independent_groups=independent_groups)
         except BaseException:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             raise
@@ -416,6 +423,9 @@ class Simulation:
         """Boot every guest (once): each guest's console and process, on the claimed CPU."""
         if self._booted:
             return
+        check_host_limits(GuestNeeds(
+            interfaces=sum(len(n.config.interfaces) for n in self._guests),
+            memory_bytes=tuple(parse_size(n.config.memory) for n in self._guests)))
         self._claim()
         kernel, agent = self._kernel, self._agent
         self._booted = True
@@ -426,6 +436,7 @@ class Simulation:
                 cfg = node.config
                 cfg.console_socket = self._sockdir / f"con{node.index}.sock"
                 cfg.agent = agent
+                self.calendar.set_client_node(node.client_id, node.ns3_node.GetId())
                 device = console_device(cfg.console_socket, node.client_id,
                                         node.ns3_node.GetId(), self.calendar,
                                         stop_types=wake_mask())

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .limits import available_memory, parse_size
 from .lock import exclusive
 from .progress import bar as progress_bar
 from .sweep_worker import ENV_FLAG, RESERVED_COLUMNS, load_function
@@ -93,7 +94,6 @@ _LOG_TAIL_LINES = 20
 # Characters a point directory's readable part may have (the hash keeps it unique).
 _NAME_MAX = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9.+-]+")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kKmMgGtT]?)i?[bB]?\s*$")
 _NUMBER_INT = re.compile(r"^[+-]?\d+$")
 
 
@@ -266,35 +266,14 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
 
 # ---------------------------------------------------------------------------- resources
 
-def _parse_size(value: int | str) -> int:
-    if isinstance(value, int):
-        return value
-    match = _SIZE.match(value)
-    if not match:
-        raise ValueError(f"not a size: {value!r} (write e.g. '900M', '1.5G' or bytes)")
-    number, unit = match.groups()
-    scale = 1024 ** ("KMGT".index(unit.upper()) + 1) if unit else 1
-    return int(float(number) * scale)
-
-
-def _available_memory() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def default_workers(memory_per_point: int | str | None = None) -> int:
     """Points to run at once on this machine: one per usable core, fewer if the available
     memory does not hold that many points (``memory_per_point``, bytes or "900M"; default
     ``DEFAULT_MEMORY_PER_POINT``: a process with ns-3 and two guests). At least 1."""
-    per = _parse_size(memory_per_point) if memory_per_point is not None \
+    per = parse_size(memory_per_point) if memory_per_point is not None \
         else DEFAULT_MEMORY_PER_POINT
     cores = len(os.sched_getaffinity(0))
-    available = _available_memory()
+    available = available_memory()
     by_memory = available // per if available else cores
     return max(1, min(cores, by_memory))
 

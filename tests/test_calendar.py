@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -126,7 +127,8 @@ def test_every_op(make_calendar, clients, socket_path, tmp_path, shm):
             assert op not in msgs
         assert msgs["RUN"]["to_clients"] == msgs["WAIT"]["from_clients"] == 4 - 2 + 2
     else:
-        assert msgs["UPDATE"]["from_clients"] == 1
+        # a's "update" step, and b's time before its WAIT at 12 us (kernel patch 0004).
+        assert msgs["UPDATE"]["from_clients"] == 2
         assert msgs["GET"]["from_clients"] == 2  # UML's boot: GET_TOD then GET
         assert msgs["FREE_UNTIL"]["to_clients"] == msgs["RUN"]["to_clients"]
     assert run_log(log) == [(10 * US, 1), (12 * US, 2), (15 * US, 1), (32 * US, 2)]
@@ -171,6 +173,116 @@ def test_free_until_is_the_next_event_of_anybody(make_calendar, clients, socket_
         # Granted again before every RUN (UML forgets it at WAIT): b's request, then never.
         assert times == [3500, protocol.TIME_NEVER]
         assert len(grants) == 2
+
+
+def _two_nodes(ns: Any, linked: bool) -> tuple[Any, Any]:
+    """Two ns-3 nodes, joined by a point-to-point channel or not."""
+    nodes = ns.NodeContainer()
+    nodes.Create(2)
+    if linked:
+        ns.PointToPointHelper().Install(nodes)
+    return nodes.Get(0), nodes.Get(1)
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+@pytest.mark.parametrize("linked", [False, True], ids=["apart", "linked"])
+def test_free_until_is_the_next_event_that_can_reach_the_client(
+        make_calendar, clients, socket_path, tmp_path, shm, linked):
+    # As above, but a and b are the guests of two nodes: apart, they are two independent
+    # groups, and a runs freely past b's request; linked, a stops for it.
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=2, shared_memory=shm, log=log)
+    node_a, node_b = _two_nodes(cal.ns, linked)
+    cal.set_client_node(1, node_a.GetId())
+    cal.set_client_node(2, node_b.GetId())
+    a = clients(socket_path, 1, sleeps(*[US] * 10) + [{"op": "idle"}], shm=shm)
+    b = clients(socket_path, 2, sleeps(3500) + [{"op": "idle"}], shm=shm)
+    summary = cal.run()
+    cal.close()  # the idle clients then lose their calendar, like a guest would
+    assert a.result()["timers_fired"] == 10
+    if linked:
+        assert summary["groups"] == 1
+        assert run_log(log) == [(US, 1), (3500, 2), (4 * US, 1)]
+    else:
+        assert summary["groups"] == 2
+        assert run_log(log) == [(US, 1), (3500, 2)]
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_grouping_off_stops_every_client_for_every_event(make_calendar, clients, socket_path,
+                                                         tmp_path, shm):
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=2, shared_memory=shm, log=log, independent_groups=False)
+    node_a, node_b = _two_nodes(cal.ns, linked=False)
+    cal.set_client_node(1, node_a.GetId())
+    cal.set_client_node(2, node_b.GetId())
+    clients(socket_path, 1, sleeps(*[US] * 10) + [{"op": "idle"}], shm=shm)
+    clients(socket_path, 2, sleeps(3500) + [{"op": "idle"}], shm=shm)
+    summary = cal.run()
+    assert summary["groups"] == 0
+    assert run_log(log) == [(US, 1), (3500, 2), (4 * US, 1)]
+    cal.close()
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_a_client_stops_for_its_own_group_and_global_events_only(
+        make_calendar, clients, socket_path, tmp_path, shm):
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=2, shared_memory=shm, log=log)
+    ns = cal.ns
+    node_a, node_b = _two_nodes(ns, linked=False)
+    cal.set_client_node(1, node_a.GetId())
+    cal.set_client_node(2, node_b.GetId())
+    a = clients(socket_path, 1, sleeps(*[US] * 10) + [{"op": "idle"}], shm=shm)
+    clients(socket_path, 2, [{"op": "idle"}], shm=shm)
+    seen: list[int] = []
+
+    def event() -> None:
+        seen.append(int(ns.Simulator.Now().GetNanoSeconds()))
+
+    schedule_on = ns.Simulator.ScheduleWithContext["std::function<void()>"]
+    schedule_on(node_b.GetId(), ns.NanoSeconds(2500), event)  # b's group: a runs on
+    ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(5000), event)  # global
+    schedule_on(node_a.GetId(), ns.NanoSeconds(7500), event)  # a's own group
+    cal.run()
+    cal.close()
+    assert a.result()["timers_fired"] == 10
+    assert seen == [2500, 5000, 7500]
+    assert run_log(log) == [(US, 1), (5 * US, 1), (8 * US, 1)]
+
+
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_what_reaches_a_group_that_ran_ahead_happens_at_its_time(
+        make_calendar, clients, socket_path, tmp_path, shm):
+    # a's group reaches 10 us while b's group stops the run at 3.5 us. Then an event for a's
+    # node cannot be in a's past: it happens at 10 us; b's node and global ones at now.
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=2, shared_memory=shm, log=log)
+    ns = cal.ns
+    node_a, node_b = _two_nodes(ns, linked=False)
+    cal.set_client_node(1, node_a.GetId())
+    cal.set_client_node(2, node_b.GetId())
+    clients(socket_path, 1, sleeps(*[US] * 10) + [{"op": "idle"}], shm=shm)
+    clients(socket_path, 2, [{"op": "idle"}], shm=shm)
+    schedule_on = ns.Simulator.ScheduleWithContext["std::function<void()>"]
+    def stop() -> None:
+        ns.Simulator.Stop()
+
+    schedule_on(node_b.GetId(), ns.NanoSeconds(3500), stop)
+    cal.run()
+    assert cal.now_ns() == 3500
+    seen: list[tuple[str, int]] = []
+
+    def event(name: str) -> Callable[[], None]:
+        return lambda: seen.append((name, int(ns.Simulator.Now().GetNanoSeconds())))
+
+    keep = [event("a"), event("b"), event("global")]  # cppyy holds no reference
+    schedule_on(node_a.GetId(), ns.NanoSeconds(0), keep[0])
+    schedule_on(node_b.GetId(), ns.NanoSeconds(0), keep[1])
+    ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(0), keep[2])
+    cal.run()
+    assert seen == [("b", 3500), ("global", 3500), ("a", 10 * US)]
+    cal.close()
 
 
 @pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
@@ -303,7 +415,11 @@ def test_free_until_lowered_when_a_device_creates_an_earlier_event(
     )
 
     def device() -> None:
-        ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(1500), on_update)
+        if not fired and not scheduled:  # the first UPDATE only: the script's, before a kick
+            scheduled.append(True)
+            ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(1500), on_update)
+
+    scheduled: list[bool] = []
 
     assert cppyy.gbl.ns3uml_test.ConnectUpdateHook(cal.impl, device)
     cal.run()

@@ -272,7 +272,7 @@ def test_a_failed_run_gives_the_mask_and_the_claim_back(uml_kernel: Path, tmp_pa
         raise KeyboardInterrupt
 
     with Simulation(workdir=tmp_path / "run", seed=1, cpu=max(ALLOWED)) as sim:
-        monkeypatch.setattr(sim.calendar, "run", interrupted)
+        monkeypatch.setattr(sim.calendar, "advance", interrupted)
         with pytest.raises(KeyboardInterrupt):
             sim.run(until="1s")
     assert during == [{max(ALLOWED)}] and sim.pinned_cpu == max(ALLOWED)

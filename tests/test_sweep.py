@@ -185,9 +185,9 @@ def test_grid_option_parsing():
 
 def test_default_workers_by_cores_and_memory(monkeypatch):
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(sweep_mod, "_available_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(sweep_mod, "available_memory", lambda: 64 * 2**30)
     assert default_workers() == cores
-    monkeypatch.setattr(sweep_mod, "_available_memory", lambda: 2 * 2**30)
+    monkeypatch.setattr(sweep_mod, "available_memory", lambda: 2 * 2**30)
     assert default_workers("1G") == min(cores, 2)
     assert default_workers(3 * 2**30) == 1  # never fewer than one
     assert default_workers() == min(cores, 2 * 2**30 // sweep_mod.DEFAULT_MEMORY_PER_POINT)

@@ -265,7 +265,7 @@ def test_sleep_message_sequence(pair):
 
 
 def test_free_until_honoured_then_forgotten_at_wait(pair):
-    peer, client = pair()
+    peer, client = pair(publish_before_wait=False)  # stock UML
     do_start(peer, client)
     fut = bg(client.sleep, 1000)
     seq, _ = peer.expect(Op.REQUEST, 1000)
@@ -332,8 +332,38 @@ def test_messages_served_while_waiting_for_ack(pair):
     assert any(e["event"] == "unexpected_message" for e in client.log)
 
 
-def test_backwards_run_panics(pair):
+def test_the_time_reached_is_published_before_wait(pair):
+    # Patch 0004: having run freely past the time the calendar knows, UML tells it (UPDATE)
+    # before WAIT; the stock kernel does not (test above).
     peer, client = pair()
+    do_start(peer, client)
+    fut = bg(client.sleep, 1000)
+    seq, _ = peer.expect(Op.REQUEST, 1000)
+    peer.ack(seq)
+    seq, _ = peer.expect(Op.WAIT)   # still at 0: nothing to publish
+    peer.ack(seq)
+    peer.call(Op.FREE_UNTIL, 10_000)
+    peer.call(Op.RUN, 1000)
+    seq, _ = peer.expect(Op.REQUEST, TIME_NEVER)
+    peer.ack(seq)
+    fut.result(TIMEOUT)
+    client.sleep_until(9_999)
+    assert peer.silent()
+    fut = bg(client.sleep_until, 20_000)
+    seq, _ = peer.expect(Op.REQUEST, 20_000)
+    peer.ack(seq)
+    seq, _ = peer.expect(Op.UPDATE, 9_999)
+    peer.ack(seq)
+    seq, _ = peer.expect(Op.WAIT)
+    peer.ack(seq)
+    peer.call(Op.RUN, 20_000)
+    seq, _ = peer.expect(Op.REQUEST, TIME_NEVER)
+    peer.ack(seq)
+    fut.result(TIMEOUT)
+
+
+def test_backwards_run_panics(pair):
+    peer, client = pair(publish_before_wait=False)
     do_start(peer, client)
     fut = bg(client.sleep, 1000)
     seq, _ = peer.expect(Op.REQUEST)
@@ -496,7 +526,7 @@ def irq_pair() -> tuple[socket.socket, socket.socket]:
 
 def test_irq_message_mode(pair):
     dev, cli_irq = irq_pair()
-    peer, client = pair(irq=cli_irq)
+    peer, client = pair(irq=cli_irq, publish_before_wait=False)
     do_start(peer, client)
     fut = bg(client.wait_irq)
     seq, _ = peer.expect(Op.REQUEST, TIME_NEVER)

@@ -123,6 +123,10 @@ UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
     c->state = State::STARTING;
     c->offset = CurrentNs();
     c->pid = m_processes.GetPid(id);
+    if (auto it = m_clientContexts.find(id); it != m_clientContexts.end())
+    {
+        c->context = it->second;
+    }
     m_clients[id] = std::move(owned);
     c->conn->LogReceived(msg);
 
@@ -245,7 +249,7 @@ UmlCalendar::HandleUpdate(Client* c, const tt::Message& msg)
              "ran to " + std::to_string(t) + " ns, past its free-until " +
                  std::to_string(m_grantedFreeUntil) + " ns");
     }
-    SetCommittedTs(NsToTs(t));
+    m_runningTs = NsToTs(t);
     c->conn->Ack(msg.seq, 0);
 }
 

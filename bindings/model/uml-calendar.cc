@@ -65,6 +65,24 @@ UmlCalendar::GetTypeId()
                           TimeValue(Time(0)),
                           MakeTimeAccessor(&UmlCalendar::m_maxFreeRun),
                           MakeTimeChecker(Time(0)))
+            .AddAttribute("IndependentGroups",
+                          "Let the guests of nodes that no chain of channels joins run "
+                          "without stopping for each other's events: each group stops only "
+                          "for its own events and global ones (docs/DESIGN.md rule 2). "
+                          "False: every guest stops for every event.",
+                          BooleanValue(true),
+                          MakeBooleanAccessor(&UmlCalendar::m_independentGroups),
+                          MakeBooleanChecker())
+            .AddAttribute("MaxAhead",
+                          "With independent groups, how far past the start of its run a "
+                          "guest may run when nothing of its group comes earlier: a group "
+                          "gets at most this far ahead of the rest of the simulation, so a "
+                          "guest whose own timers never end cannot keep the others waiting, "
+                          "and what Python sends a group at another group's stop is late by "
+                          "at most this (docs/DESIGN.md rule 2).",
+                          TimeValue(MilliSeconds(1)),
+                          MakeTimeAccessor(&UmlCalendar::m_maxAhead),
+                          MakeTimeChecker(NanoSeconds(1)))
             .AddAttribute("LogFile",
                           "If set, every protocol message is logged there with its "
                           "simulated time.",
@@ -92,9 +110,12 @@ UmlCalendar::UmlCalendar()
       m_todEpoch(0),
       m_yieldTimeout(120.0),
       m_connectTimeout(60.0),
+      m_independentGroups(true),
+      m_maxAhead(MilliSeconds(1)),
       m_admission([this](int fd) { OnAccepted(fd); }, [this] { return IsAdmitting(); }),
       m_running(nullptr),
       m_grantedFreeUntil(tt::TIME_NEVER),
+      m_runningTs(0),
       m_expected(0),
       m_handoffs(0),
       m_wallSeconds(0)
@@ -176,6 +197,7 @@ UmlCalendar::Run()
     {
         Listen();
         ProcessEventsWithContext();
+        UpdateGroups(m_independentGroups);
         if (m_admission.GetAdmitted() < m_expected)
         {
             ServeClientsUntilAdmitted(m_expected);
@@ -215,20 +237,27 @@ UmlCalendar::CurrentTs() const
 {
     // A running shared-memory client publishes its clock in the page; a device that works
     // for it (after a kick) must see that time. Bounded by what it was granted.
-    if (m_running && m_running->shm && m_shm)
+    if (!m_running)
+    {
+        return GetCommittedTs();
+    }
+    if (m_running->shm && m_shm)
     {
         uint64_t ns = std::min(m_shm->GetCurrentTime(), m_grantedFreeUntil);
-        uint64_t ts = NsToTs(ns);
-        return std::max<uint64_t>(ts, GetCommittedTs());
+        return std::max<uint64_t>(NsToTs(ns), m_runningTs);
     }
-    return GetCommittedTs();
+    return m_runningTs; // a message-mode client's last UPDATE
 }
 
 void
-UmlCalendar::EventInserted(uint64_t ts)
+UmlCalendar::EventInserted(uint64_t ts, uint32_t context)
 {
-    // docs/DESIGN.md rule 2: the running client must not run past an event it just caused.
-    LowerFreeUntilNs(TsToNs(ts));
+    // docs/DESIGN.md rule 2: the running client must not run past an event it just caused
+    // (one that can reach it: its own group's, or a global one).
+    if (m_running && Reaches(context, m_running->context))
+    {
+        LowerFreeUntilNs(TsToNs(ts));
+    }
 }
 
 void
@@ -247,10 +276,17 @@ UmlCalendar::CurrentNs() const
     return TsToNs(CurrentTs());
 }
 
-uint64_t
-UmlCalendar::NextEventNs() const
+bool
+UmlCalendar::IsGrouped(const Client* c) const
 {
-    return HasEvents() ? TsToNs(NextEventTs()) : tt::TIME_NEVER;
+    return GetGroups().IsActive() && GetGroups().GroupOf(c->context) != UmlEventGroups::GLOBAL;
+}
+
+uint64_t
+UmlCalendar::NextEventNsFor(const Client* c) const
+{
+    uint64_t ts = NextEventTsFor(c->context);
+    return ts == UINT64_MAX ? tt::TIME_NEVER : TsToNs(ts);
 }
 
 // ---------------------------------------------------------------- clients
@@ -359,6 +395,16 @@ UmlCalendar::RegisterProcess(uint64_t clientId, int pid)
 }
 
 void
+UmlCalendar::SetClientContext(uint64_t clientId, uint32_t context)
+{
+    m_clientContexts[clientId] = context;
+    if (Client* c = Find(clientId))
+    {
+        c->context = context;
+    }
+}
+
+void
 UmlCalendar::SetInterruptFd(int fd)
 {
     NS_LOG_FUNCTION(this << fd);
@@ -375,7 +421,6 @@ UmlCalendar::SetInterruptFd(int fd)
 void
 UmlCalendar::SyncRequests()
 {
-    uint64_t now = CurrentNs();
     for (auto& [id, owned] : m_clients)
     {
         Client* c = owned.get();
@@ -389,7 +434,8 @@ UmlCalendar::SyncRequests()
         uint64_t req = ShmLoad(&rec->req_time);
         if ((ShmLoad(&rec->flags) & tt::FLAG_REQ_RUN) && req < tt::TIME_NEVER)
         {
-            want = std::max(req, now);
+            // Not before now, nor before the time its group reached.
+            want = std::max(req, TsToNs(EarliestTsFor(c->context)));
         }
         if (want == c->scheduledNs)
         {
@@ -403,9 +449,8 @@ UmlCalendar::SyncRequests()
         c->scheduledNs = want;
         if (want != tt::TIME_NEVER)
         {
-            c->event = Insert(NsToTs(want),
-                              MakeEvent(&UmlCalendar::RunClient, this, c),
-                              Simulator::NO_CONTEXT);
+            c->event =
+                Insert(NsToTs(want), MakeEvent(&UmlCalendar::RunClient, this, c), c->context);
         }
     }
 }
@@ -494,6 +539,7 @@ UmlCalendar::RunClient(Client* c)
     c->runs++;
     c->lastRunNs = now;
     m_handoffs++;
+    m_runningTs = GetCommittedTs();
     m_running = c;
     NS_LOG_LOGIC("run " << FormatClientId(c->Id()) << " at " << now << " ns");
     m_clientRunTrace(c->Id(), TimeStep(GetCommittedTs()));
@@ -507,11 +553,16 @@ UmlCalendar::RunClient(Client* c)
         m_shm->SetRunningId(c->slot);
     }
     // In message mode UML forgot its free-until at WAIT: grant it again with every RUN.
-    uint64_t freeUntil = NextEventNs();
+    uint64_t freeUntil = NextEventNsFor(c);
+    if (IsGrouped(c))
+    {
+        freeUntil = std::min(freeUntil, now + static_cast<uint64_t>(m_maxAhead.GetNanoSeconds()));
+    }
     if (m_maxFreeRun.IsStrictlyPositive())
     {
         freeUntil = std::min(freeUntil, now + static_cast<uint64_t>(m_maxFreeRun.GetNanoSeconds()));
     }
+    NS_LOG_LOGIC("client " << FormatClientId(c->Id()) << " free until " << freeUntil << " ns");
     // Sent before RUN on the same socket: the waiting guest reads them in order.
     SetFreeUntil(c, freeUntil, false);
     c->conn->Send(tt::OP_RUN, now - c->offset, !c->shm);
@@ -533,9 +584,19 @@ UmlCalendar::RunClient(Client* c)
              "did not yield within " + std::to_string(m_yieldTimeout) +
                  " s of wall time after RUN at " + std::to_string(now) + " ns");
     }
-    if (c->shm && c->state == State::WAITING)
+    if (!c->shm || c->state == State::WAITING)
     {
-        SetCommittedTs(CurrentTs()); // commit the time it reached
+        // Commit the time it reached: its group's clock, or (without groups) everybody's;
+        // the events of other groups may still lie before it.
+        uint64_t reached = CurrentTs();
+        if (IsGrouped(c))
+        {
+            AdvanceGroupClock(c->context, reached);
+        }
+        else
+        {
+            SetCommittedTs(reached);
+        }
     }
     m_running = nullptr;
     if (m_shm)
@@ -625,6 +686,12 @@ bool
 UmlCalendar::UsesSharedMemory() const
 {
     return m_shm != nullptr;
+}
+
+uint32_t
+UmlCalendar::GetNGroups() const
+{
+    return GetGroups().GetNGroups();
 }
 
 std::vector<UmlClientRecord>

@@ -16,6 +16,7 @@
 #include "ns3/event-id.h"
 #include "ns3/nstime.h"
 #include "ns3/ptr.h"
+#include "ns3/simulator.h"
 #include "ns3/traced-callback.h"
 
 #include <map>
@@ -94,6 +95,10 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void AdmitClients(uint32_t n);
     /** The process behind a client: its abnormal death turns a departure into an error. */
     void RegisterProcess(uint64_t clientId, int pid);
+    /** The ns-3 node a client is the guest of (its run events carry the node's context),
+     * so that it belongs to the node's independent group. A client without one is global:
+     * it stops for every event, and every client stops for it. */
+    void SetClientContext(uint64_t clientId, uint32_t context);
     /** A descriptor (Python's signal wakeup fd) whose SIGINT/SIGTERM byte stops the run;
      * -1 for none. */
     void SetInterruptFd(int fd);
@@ -115,6 +120,8 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     double GetWallSeconds() const;
     /** Whether shared-memory scheduling was offered. */
     bool UsesSharedMemory() const;
+    /** Independent groups the nodes formed at the last Run (1: all joined; 0: off). */
+    uint32_t GetNGroups() const;
     /**
      * The simulated time the schedule has committed to, in ns. Safe to call from another
      * thread while Run() blocks (progress bars).
@@ -129,7 +136,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
   protected:
     void DoDispose() override;
     uint64_t CurrentTs() const override;
-    void EventInserted(uint64_t ts) override;
+    void EventInserted(uint64_t ts, uint32_t context) override;
     void EventStarting() override;
 
   private:
@@ -152,6 +159,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
         uint64_t offset = 0;    // calendar ns at START
         State state = State::CONNECTED;
         tt::ShmClient local{};  // the request record of a message-mode client
+        uint32_t context = Simulator::NO_CONTEXT; // its node; none: global
         EventId event;
         uint64_t scheduledNs = tt::TIME_NEVER;
         int pid = -1;
@@ -163,7 +171,10 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     };
 
     uint64_t CurrentNs() const;
-    uint64_t NextEventNs() const;
+    /** Whether c belongs to one of several independent groups (else it is global). */
+    bool IsGrouped(const Client* c) const;
+    /** The next event that can reach c (its group's or a global one), in ns. */
+    uint64_t NextEventNsFor(const Client* c) const;
     tt::ShmClient* Record(Client* c);
     bool UsesShm(Client* c);
     std::string Name(const Client* c) const;
@@ -208,6 +219,8 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     double m_connectTimeout;
     Time m_maxFreeRun;
     std::string m_logPath;
+    bool m_independentGroups;
+    Time m_maxAhead;
 
     // The calendar's state
     std::unique_ptr<EventLoop> m_loop;
@@ -216,11 +229,13 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     TtAdmission m_admission;
     TtMessageLog m_messages;
     ClientProcesses m_processes;
+    std::map<uint64_t, uint32_t> m_clientContexts; // from SetClientContext, by client id
     InterruptWatch m_interrupt;
     std::map<uint64_t, std::unique_ptr<Client>> m_clients; // by START id: the fixed order
     std::vector<std::unique_ptr<Client>> m_unnamed;        // accepted, no START yet
     Client* m_running;
     uint64_t m_grantedFreeUntil;                // ns, for the running client
+    uint64_t m_runningTs;                       // time steps the running client reached
     uint32_t m_expected;
     uint64_t m_handoffs;
     double m_wallSeconds;

@@ -6,6 +6,9 @@
 #include "ns3/log.h"
 #include "ns3/simulator.h"
 
+#include <algorithm>
+#include <vector>
+
 namespace ns3
 {
 
@@ -48,6 +51,7 @@ UmlEventList::DoDispose()
         next.impl->Unref();
     }
     m_events = nullptr;
+    m_groups.Clear();
     SimulatorImpl::DoDispose();
 }
 
@@ -119,6 +123,8 @@ UmlEventList::ProcessOneEvent()
     Scheduler::Event next = m_events->RemoveNext();
     PreEventHook(EventId(next.impl, next.key.m_ts, next.key.m_context, next.key.m_uid));
     NS_ASSERT(next.key.m_ts >= m_currentTs);
+    m_groups.Remove(next.key.m_ts, next.key.m_uid, next.key.m_context);
+    m_groups.Advance(next.key.m_context, next.key.m_ts);
     m_unscheduledEvents--;
     m_eventCount++;
     m_currentTs = next.key.m_ts;
@@ -127,6 +133,9 @@ UmlEventList::ProcessOneEvent()
     EventStarting();
     next.impl->Invoke();
     next.impl->Unref();
+    // What is scheduled between events (from Python, at a stop) belongs to no node: it is
+    // global and reaches every group (docs/DESIGN.md rule 2).
+    m_currentContext = Simulator::NO_CONTEXT;
     ProcessEventsWithContext();
 }
 
@@ -145,6 +154,9 @@ UmlEventList::Stop(const Time& delay)
 EventId
 UmlEventList::Insert(uint64_t ts, EventImpl* event, uint32_t context)
 {
+    // A group that ran ahead cannot be given an event in its past (docs/DESIGN.md rule 2):
+    // what reaches it from outside (Python at a stop) happens at its own time.
+    ts = std::max(ts, m_groups.GetClock(context));
     Scheduler::Event ev;
     ev.impl = event;
     ev.key.m_ts = ts;
@@ -153,7 +165,8 @@ UmlEventList::Insert(uint64_t ts, EventImpl* event, uint32_t context)
     m_uid++;
     m_unscheduledEvents++;
     m_events->Insert(ev);
-    EventInserted(ts);
+    m_groups.Add(ts, ev.key.m_uid, context);
+    EventInserted(ts, context);
     return EventId(event, ev.key.m_ts, ev.key.m_context, ev.key.m_uid);
 }
 
@@ -243,6 +256,7 @@ UmlEventList::Remove(const EventId& id)
     event.key.m_context = id.GetContext();
     event.key.m_uid = id.GetUid();
     m_events->Remove(event);
+    m_groups.Remove(event.key.m_ts, event.key.m_uid, event.key.m_context);
     event.impl->Cancel();
     event.impl->Unref();
     m_unscheduledEvents--;
@@ -321,7 +335,7 @@ UmlEventList::CurrentTs() const
 }
 
 void
-UmlEventList::EventInserted(uint64_t ts)
+UmlEventList::EventInserted(uint64_t ts, uint32_t context)
 {
 }
 
@@ -340,6 +354,67 @@ uint64_t
 UmlEventList::NextEventTs() const
 {
     return m_events->PeekNext().key.m_ts;
+}
+
+void
+UmlEventList::UpdateGroups(bool enabled)
+{
+    if (!enabled)
+    {
+        m_groups.Clear();
+        return;
+    }
+    if (!m_groups.Compute() || !m_groups.IsActive())
+    {
+        return;
+    }
+    // The index starts empty: every pending event goes in again (the scheduler's order,
+    // by time and uid, is unchanged).
+    std::vector<Scheduler::Event> pending;
+    while (!m_events->IsEmpty())
+    {
+        pending.push_back(m_events->RemoveNext());
+    }
+    for (const auto& ev : pending)
+    {
+        m_events->Insert(ev);
+        m_groups.Add(ev.key.m_ts, ev.key.m_uid, ev.key.m_context);
+    }
+}
+
+const UmlEventGroups&
+UmlEventList::GetGroups() const
+{
+    return m_groups;
+}
+
+uint64_t
+UmlEventList::NextEventTsFor(uint32_t context) const
+{
+    uint32_t group = m_groups.GroupOf(context);
+    if (!m_groups.IsActive() || group == UmlEventGroups::GLOBAL)
+    {
+        return m_events->IsEmpty() ? UINT64_MAX : NextEventTs();
+    }
+    return m_groups.NextTs(group);
+}
+
+bool
+UmlEventList::Reaches(uint32_t eventContext, uint32_t actorContext) const
+{
+    return m_groups.Reaches(eventContext, m_groups.GroupOf(actorContext));
+}
+
+uint64_t
+UmlEventList::EarliestTsFor(uint32_t context) const
+{
+    return std::max(CurrentTs(), m_groups.GetClock(context));
+}
+
+void
+UmlEventList::AdvanceGroupClock(uint32_t context, uint64_t ts)
+{
+    m_groups.Advance(context, ts);
 }
 
 bool

@@ -2,6 +2,8 @@
 #ifndef NS3_UML_UML_EVENT_LIST_H
 #define NS3_UML_UML_EVENT_LIST_H
 
+#include "event-groups.h"
+
 #include "ns3/event-id.h"
 #include "ns3/nstime.h"
 #include "ns3/object-factory.h"
@@ -21,7 +23,8 @@ namespace ns3
  * The (time, insertion) ordered event list of DefaultSimulatorImpl (docs/DESIGN.md rule 3),
  * copied as ns-3's own SimulatorImpl variants copy it, with the hooks a calendar needs:
  * its own idea of "now" while a guest runs, a look at every inserted event (rule 2) and at
- * every event about to run. Run() is the derived class's.
+ * every event about to run. Run() is the derived class's. With independent groups
+ * (UpdateGroups) it also knows which events can reach which actors (UmlEventGroups).
  */
 class UmlEventList : public SimulatorImpl
 {
@@ -56,8 +59,8 @@ class UmlEventList : public SimulatorImpl
 
     /** "Now" in time steps; by default the time of the last event run. */
     virtual uint64_t CurrentTs() const;
-    /** An event was inserted at ts (in the main thread). */
-    virtual void EventInserted(uint64_t ts);
+    /** An event was inserted at ts with this context (in the main thread). */
+    virtual void EventInserted(uint64_t ts, uint32_t context);
     /** The next event is about to run; Now() is its time. */
     virtual void EventStarting();
 
@@ -72,6 +75,20 @@ class UmlEventList : public SimulatorImpl
     bool HasEvents() const;
     /** The time of the next event, in time steps (the list must not be empty). */
     uint64_t NextEventTs() const;
+
+    /** Group the nodes anew (enabled) or stop grouping; pending events are re-indexed. */
+    void UpdateGroups(bool enabled);
+    const UmlEventGroups& GetGroups() const;
+    /** The next event that can reach an actor with this context, in time steps;
+     * UINT64_MAX for none. Without groups: the next event of anybody. */
+    uint64_t NextEventTsFor(uint32_t context) const;
+    /** Whether an event with eventContext can reach an actor with actorContext. */
+    bool Reaches(uint32_t eventContext, uint32_t actorContext) const;
+    /** The earliest time an event for this context may have: "now", or its group's clock
+     * when that is later (a group runs ahead of the others). */
+    uint64_t EarliestTsFor(uint32_t context) const;
+    /** An actor with this context reached ts: its group's clock moves there. */
+    void AdvanceGroupClock(uint32_t context, uint64_t ts);
     bool IsStopped() const;
     /** Run() starts: clear Stop, and Run's thread is now the main thread. */
     void StartRunning();
@@ -81,6 +98,7 @@ class UmlEventList : public SimulatorImpl
 
   private:
     Ptr<Scheduler> m_events;
+    UmlEventGroups m_groups;
     std::list<EventId> m_destroyEvents;
 
     struct EventWithContext

@@ -1,7 +1,9 @@
 """Reference client of the UM time-travel protocol, modelled on UML 6.12.
 
 The class :class:`TTClient` speaks the client ("host") side of the protocol the
-way ``arch/um/kernel/time.c`` of Linux 6.12 does, function by function:
+way ``arch/um/kernel/time.c`` of Linux 6.12 does, function by function, with the
+project's kernel patch 0004 (the time reached is published before every WAIT;
+``publish_before_wait=False`` for a stock kernel):
 
 =============================  ===========================================
 time.c                         here
@@ -101,6 +103,7 @@ class TTClient(TTConnection):
     then).  ``offset`` is the calendar time at START if the caller knows it
     (message mode cannot learn it; shm mode uses the page's value).
     ``timeout`` (seconds) bounds every blocking wait; UML has none.
+    ``publish_before_wait``: patch 0004's propagate_time() before WAIT.
     """
 
     def __init__(self, socket_path: str | None = None,
@@ -110,10 +113,12 @@ class TTClient(TTConnection):
                  irq: str | socket.socket | None = None,
                  tod_start: int | None = None,
                  offset: int | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None,
+                 publish_before_wait: bool = True) -> None:
         super().__init__(socket_path, sock=sock, irq=irq, use_shm=use_shm,
                          timeout=timeout)
         self.client_id = client_id & U64_MASK
+        self.publish_before_wait = publish_before_wait
 
         # --- state of time.c -------------------------------------------
         self.time = 0                       # time_travel_time (local ns)
@@ -332,6 +337,9 @@ class TTClient(TTConnection):
 
     def ext_wait(self, idle: bool = False) -> None:
         """time_travel_ext_wait(): WAIT, then serve messages until RUN."""
+        if (self.publish_before_wait and not self.waiting
+                and (self.shm is None or self.shm.running_id == self.shm_id)):
+            self.propagate_time()  # patch 0004: only while running
         self.prev_request_valid = False
         if self.shm is None:
             self._free_until_ptr = None     # FREE_UNTIL is forgotten here
