@@ -683,9 +683,13 @@ UmlCalendar::StartRun(Client* c, uint64_t now)
         freeUntil = std::min(freeUntil, now + static_cast<uint64_t>(m_maxFreeRun.GetNanoSeconds()));
     }
     NS_LOG_LOGIC("client " << FormatClientId(c->Id()) << " free until " << freeUntil << " ns");
+    // Its own time while they go out (the message log's clock), whoever is being served.
+    Client* served = m_running;
+    m_running = c;
     // Sent before RUN on the same socket: the waiting guest reads them in order.
     SetFreeUntil(c, freeUntil, false);
     c->conn->Send(tt::OP_RUN, now - c->offset, !c->shm);
+    m_running = served;
 }
 
 void
