@@ -213,6 +213,7 @@ class Calendar:
             "events": int(impl.GetEventCount()),
             "shared_memory": bool(impl.UsesSharedMemory()),
             "groups": int(impl.GetNGroups()),  # 1: all joined; 0: grouping off
+            "runs_ahead": int(impl.GetRunsAheadCount()),  # started beside another's run
             "clients": clients,
             "messages": messages,
         }

@@ -1,7 +1,8 @@
 """Claiming a CPU for one simulation: its calendar thread and all its guests run there.
 
 A simulation's actors run strictly one after another (docs/DESIGN.md rule 1), so one CPU
-is all it can use; spread over several, every hand-off and every guest system call is a
+is all it can use (unless guests of independent groups run at once: then it claims one per
+guest that may; ``on_cpu`` takes several); spread over several, every hand-off and every guest system call is a
 wake-up across CPUs (an inter-processor interrupt, dear in a VM). A claim is a lock file
 per CPU under ``cache_dir()/cpus``, held with ``flock`` for as long as the claim lasts:
 simulations running at once (a sweep's points) take different CPUs, and the kernel drops
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, Literal, Union
+from typing import Collection, Iterator, Literal, Union
 
 from .lock import exclusive
 from .log import get_logger
@@ -107,15 +108,17 @@ def claimed(cpu: CpuChoice = "auto") -> Iterator[int | None]:
 
 
 @contextlib.contextmanager
-def on_cpu(where: int | None) -> Iterator[None]:
-    """Run the calling thread, and every process it starts meanwhile, on CPU ``where`` for
-    the block (None: leave it); its previous mask is back when the block ends."""
-    if where is None:
+def on_cpu(where: int | Collection[int] | None) -> Iterator[None]:
+    """Run the calling thread, and every process it starts meanwhile, on CPU ``where`` (or
+    on the CPUs ``where`` names) for the block (None or none: leave it); its previous mask
+    is back when the block ends."""
+    cpus = {where} if isinstance(where, int) else set(where or ())
+    if not cpus:
         yield
         return
     # Per thread (pid 0: the caller), as is what processes started from it inherit.
     allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {where})
+    os.sched_setaffinity(0, cpus)
     try:
         yield
     finally:

@@ -32,8 +32,9 @@ def cmdline(pid: int) -> str | None:
     return None if raw is None else raw.replace(b"\0", b" ").decode(errors="replace")
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids of all processes (zombies included) in process group ``pgid``."""
+def group_members(pgid: int, zombies: bool = True) -> list[int]:
+    """Pids of all processes in process group ``pgid`` (``zombies=False``: of those not yet
+    dead; a zombie is dead, and only its parent can take it away)."""
     members = []
     for pid in pids():
         stat = _read(f"/proc/{pid}/stat")
@@ -41,7 +42,7 @@ def group_members(pgid: int) -> list[int]:
             continue
         # Fields after the command name "(...)": state ppid pgrp ...
         fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
+        if len(fields) > 2 and int(fields[2]) == pgid and (zombies or fields[0] != b"Z"):
             members.append(pid)
     return members
 

@@ -106,7 +106,9 @@ class Simulation:
     guests whose nodes no chain of links joins do not stop for each other's events (fewer
     hand-offs; what reaches them from Python at a stop that another group caused happens at
     their own time if that is later, by at most 1 ms); False makes every guest stop for
-    every event.
+    every event. ``parallel``: how many guests of independent groups may run at once, each
+    on a CPU (default: one per CPU that ``cpu="auto"`` could claim); the results are the
+    same for any number.
 
     Use it as a context manager (or call ``close()``) so that its guests, sockets and ns-3
     state are gone when you are done.
@@ -118,7 +120,7 @@ class Simulation:
                  shared_memory: bool = True, memory: str = "64M", ipv6: bool = True,
                  yield_timeout: float = 120.0, tod_epoch_ns: int | None = None,
                  offloads: bool = True, cpu: CpuChoice = "auto",
-                 independent_groups: bool = True) -> None:
+                 independent_groups: bool = True, parallel: int | None = None) -> None:
         if Simulation._open is not None:
             raise RuntimeError(
                 f"a Simulation is already open in this process (workdir "
@@ -130,6 +132,16 @@ class Simulation:
         self.cpu = check_choice(cpu)
         #: The CPU the run was pinned to (None: not pinned, or not run yet).
         self.pinned_cpu: int | None = None
+        #: Every CPU the run claimed: pinned_cpu, and more when guests of independent
+        #: groups can run at once (one guest per CPU).
+        self.cpus: tuple[int, ...] = ()
+        if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int)
+                                     or parallel < 1):
+            raise ValueError(f"parallel must be a positive number of guests, not {parallel!r}")
+        #: How many guests of independent groups may run at once (None: one per CPU).
+        self.parallel = parallel
+        #: What the run used (1 until the first run, or with one group).
+        self.parallel_runs = 1
         self.workdir = Path(workdir).absolute()
         self.workdir.mkdir(parents=True, exist_ok=True)
         #: ns-3's run number stays 1; the seed alone tells runs apart.
@@ -372,7 +384,7 @@ class Simulation:
             bar = SimTimeProgress(self._progress_ns,
                                   None if until_ns is None else until_ns / 1e9)
         self._claim()
-        with on_cpu(self.pinned_cpu):  # the whole run, boot included
+        with on_cpu(self.cpus):  # the whole run, boot included
             self._boot()
             with bar:
                 self._advance(until_ns, lambda: until_ns is None and self._scheduled_done())
@@ -417,6 +429,22 @@ class Simulation:
         kernel = ensure_kernel(progress=True)  # a build uses every CPU: before the claim
         self._agent = ensure_agent()
         self.pinned_cpu = self._pin.enter_context(claimed(self.cpu))
+        self.cpus = () if self.pinned_cpu is None else (self.pinned_cpu,)
+        # Guests of different groups may run at once (docs/DESIGN.md rule 1): a CPU for
+        # each, of those no other simulation holds.
+        groups = int(self.calendar.impl.ComputeGroups())
+        allowed = len(os.sched_getaffinity(0))
+        runs = 1 if groups <= 1 else min(groups, self.parallel or allowed)
+        if self.cpu == "auto" and self.pinned_cpu is not None:
+            while len(self.cpus) < min(runs, allowed):
+                extra = self._pin.enter_context(claimed("auto"))
+                if extra is None:
+                    break
+                self.cpus += (extra,)
+            if self.parallel is None:
+                runs = len(self.cpus)  # as many as there are CPUs to run them
+        self.parallel_runs = runs
+        self.calendar.impl.SetAttribute("ParallelRuns", self.ns.UintegerValue(runs))
         self._kernel = kernel
 
     def _boot(self) -> None:
@@ -448,7 +476,7 @@ class Simulation:
                                 at_ns=None if c.at is None else parse_time(c.at),
                                 scheduled=True)
                 loop.sessions[node.name] = session
-            with on_cpu(self.pinned_cpu):  # the guests inherit the thread's CPU
+            with on_cpu(self.cpus):  # the guests inherit the thread's CPU
                 for node in self._guests:
                     self.calendar.register_process(node.client_id, node.boot(kernel))
         except BaseException as exc:
@@ -458,7 +486,7 @@ class Simulation:
     def _advance(self, until_ns: int | None, done: Callable[[], bool]) -> None:
         """Run the loop; on any error the guests go and the simulation cannot go on."""
         try:
-            with on_cpu(self.pinned_cpu):
+            with on_cpu(self.cpus):
                 self._run_loop().advance(until_ns, done)
         except CalendarError as exc:
             self._fail(exc)
@@ -626,7 +654,7 @@ class Simulation:
     def _power_off(self) -> None:
         """Let every agent flush its guest's files and power it off, in simulated time."""
         try:
-            with on_cpu(self.pinned_cpu):
+            with on_cpu(self.cpus):
                 self._run_loop().power_off()
         except (CalendarError, KeyboardInterrupt):
             pass  # the guests are killed next; their files so far stay

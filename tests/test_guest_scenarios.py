@@ -126,7 +126,8 @@ class Scene:
     def check_nothing_left(self) -> None:
         """No guest process, no socket file of the scene is left."""
         for name, g in self.guests.items():
-            assert not process_group_members(g.proc.pid), f"{name}: processes left"
+            assert not process_group_members(g.proc.pid, zombies=False), \
+                f"{name}: processes left"
             assert not os.path.exists(f"/proc/{g.proc.pid}"), f"{name}: process left"
         assert not self.socket.exists(), "the calendar's socket is left"
         left = [p for g in self.guests.values() for p in g.sockets if p.exists()]

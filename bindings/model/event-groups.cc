@@ -149,13 +149,26 @@ UmlEventGroups::Remove(uint64_t ts, uint32_t uid, uint32_t context)
 uint64_t
 UmlEventGroups::NextTs(uint32_t group) const
 {
-    const Index& global = m_pending[m_nGroups];
-    uint64_t next = global.empty() ? UINT64_MAX : global.begin()->first;
+    uint64_t next = NextGlobalTs();
     if (group != GLOBAL && !m_pending[group].empty())
     {
         next = std::min(next, m_pending[group].begin()->first);
     }
     return next;
+}
+
+uint64_t
+UmlEventGroups::NextGlobalTs() const
+{
+    const Index& global = m_pending[m_nGroups];
+    return global.empty() ? UINT64_MAX : global.begin()->first;
+}
+
+bool
+UmlEventGroups::IsFirst(uint64_t ts, uint32_t uid, uint32_t group) const
+{
+    const Index& own = m_pending[group];
+    return !own.empty() && *own.begin() == std::make_pair(ts, uid);
 }
 
 uint64_t

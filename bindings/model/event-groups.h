@@ -47,6 +47,10 @@ class UmlEventGroups
     /** The earliest pending event that can reach group g (its own or a global one), in time
      * steps; UINT64_MAX when there is none. */
     uint64_t NextTs(uint32_t group) const;
+    /** The earliest global event, in time steps (UINT64_MAX: none). */
+    uint64_t NextGlobalTs() const;
+    /** Whether (ts, uid) is the first pending event of group g. */
+    bool IsFirst(uint64_t ts, uint32_t uid, uint32_t group) const;
 
     /** The latest time (time steps) an actor of this context's group reached; 0 for GLOBAL. */
     uint64_t GetClock(uint32_t context) const;

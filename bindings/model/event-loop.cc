@@ -65,23 +65,77 @@ EventLoop::~EventLoop()
 }
 
 void
-EventLoop::Watch(int fd, Handler handler, bool inner)
+EventLoop::Add(uint64_t token, const Entry& entry)
 {
-    NS_LOG_FUNCTION(this << fd << inner);
+    // An inner descriptor is in both sets: a top-level wait is one epoll_wait (one per
+    // hand-off), not the outer set's and then the nested inner set's.
+    EpollAdd(m_outer, entry.fd, token);
+    if (entry.inner)
+    {
+        EpollAdd(m_inner, entry.fd, token);
+    }
+}
+
+void
+EventLoop::Del(const Entry& entry)
+{
+    epoll_ctl(m_outer, EPOLL_CTL_DEL, entry.fd, nullptr);
+    if (entry.inner)
+    {
+        epoll_ctl(m_inner, EPOLL_CTL_DEL, entry.fd, nullptr);
+    }
+}
+
+void
+EventLoop::Watch(int fd, Handler handler, bool inner, uint64_t owner)
+{
+    NS_LOG_FUNCTION(this << fd << inner << owner);
     if (m_tokens.count(fd))
     {
         Unwatch(fd);
     }
     uint64_t token = m_nextToken++;
-    // An inner descriptor is in both sets: a top-level wait is one epoll_wait (one per
-    // hand-off), not the outer set's and then the nested inner set's.
-    EpollAdd(m_outer, fd, token);
-    if (inner)
-    {
-        EpollAdd(m_inner, fd, token);
-    }
-    m_entries[token] = Entry{fd, inner, std::move(handler)};
+    Entry entry{fd, inner, std::move(handler), owner, false};
+    Add(token, entry);
+    m_entries[token] = std::move(entry);
     m_tokens[fd] = token;
+}
+
+void
+EventLoop::SetOwner(int fd, uint64_t owner)
+{
+    auto it = m_tokens.find(fd);
+    if (it != m_tokens.end())
+    {
+        m_entries.at(it->second).owner = owner;
+    }
+}
+
+void
+EventLoop::Hold(uint64_t owner)
+{
+    // Out of the epoll sets, not just masked: epoll reports a hang-up whatever the mask.
+    for (auto& [token, entry] : m_entries)
+    {
+        if (entry.owner == owner && !entry.held)
+        {
+            Del(entry);
+            entry.held = true;
+        }
+    }
+}
+
+void
+EventLoop::Release(uint64_t owner)
+{
+    for (auto& [token, entry] : m_entries)
+    {
+        if (entry.owner == owner && entry.held)
+        {
+            Add(token, entry);
+            entry.held = false;
+        }
+    }
 }
 
 void
@@ -94,10 +148,9 @@ EventLoop::Unwatch(int fd)
     }
     NS_LOG_FUNCTION(this << fd);
     auto& entry = m_entries.at(it->second);
-    epoll_ctl(m_outer, EPOLL_CTL_DEL, fd, nullptr);
-    if (entry.inner)
+    if (!entry.held)
     {
-        epoll_ctl(m_inner, EPOLL_CTL_DEL, fd, nullptr);
+        Del(entry);
     }
     m_entries.erase(it->second);
     m_tokens.erase(it);
@@ -113,9 +166,9 @@ void
 EventLoop::Dispatch(uint64_t token, uint32_t events)
 {
     auto it = m_entries.find(token);
-    if (it == m_entries.end())
+    if (it == m_entries.end() || it->second.held)
     {
-        return; // unwatched by an earlier handler of the same batch
+        return; // unwatched (or held) by an earlier handler of the same batch
     }
     // Copy: the handler may unwatch its own descriptor.
     Handler handler = it->second.handler;

@@ -20,14 +20,23 @@ class EventLoop
 {
   public:
     using Handler = std::function<void(uint32_t events)>;
+    /** The owner of descriptors that belong to no client. */
+    static constexpr uint64_t NO_OWNER = ~uint64_t{0};
 
     EventLoop();
     ~EventLoop();
     EventLoop(const EventLoop&) = delete;
     EventLoop& operator=(const EventLoop&) = delete;
 
-    /** Serve fd with handler; inner descriptors are served in nested waits too. */
-    void Watch(int fd, Handler handler, bool inner);
+    /** Serve fd with handler; inner descriptors are served in nested waits too. owner: the
+     * client it belongs to (its time or device socket), for Hold. */
+    void Watch(int fd, Handler handler, bool inner, uint64_t owner = NO_OWNER);
+    /** The client a watched descriptor belongs to (a time socket learns it at START). */
+    void SetOwner(int fd, uint64_t owner);
+    /** Serve none of owner's descriptors until Release: what it sends waits in its sockets
+     * (a guest that runs ahead of its turn, docs/DESIGN.md rule 1). */
+    void Hold(uint64_t owner);
+    void Release(uint64_t owner);
     /** Stop serving fd (safe from inside any handler). */
     void Unwatch(int fd);
     bool IsWatched(int fd) const;
@@ -51,7 +60,12 @@ class EventLoop
         int fd;
         bool inner;
         Handler handler;
+        uint64_t owner;
+        bool held;
     };
+
+    void Add(uint64_t token, const Entry& entry);
+    void Del(const Entry& entry);
 
     bool Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs, uint64_t stopToken);
     void Dispatch(uint64_t token, uint32_t events);

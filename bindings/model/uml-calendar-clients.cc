@@ -84,17 +84,17 @@ UmlCalendar::OnClientReadable(Client* c)
 }
 
 uint16_t
-UmlCalendar::FreeSlot() const
+UmlCalendar::FreeSlot(const TtSharedMemory* page) const
 {
-    std::vector<bool> used(m_shm->GetMaxClients() + 1, false);
+    std::vector<bool> used(page->GetMaxClients() + 1, false);
     for (auto& [cid, other] : m_clients)
     {
-        if (other->state != State::GONE && other->slot)
+        if (other->state != State::GONE && other->slot && other->page == page)
         {
             used[other->slot] = true;
         }
     }
-    for (uint16_t s = 1; s <= m_shm->GetMaxClients(); ++s)
+    for (uint16_t s = 1; s <= page->GetMaxClients(); ++s)
     {
         if (!used[s])
         {
@@ -128,22 +128,26 @@ UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
         c->context = it->second;
     }
     m_clients[id] = std::move(owned);
+    m_loop->SetOwner(c->conn->GetFd(), id); // held with its devices' sockets
     c->conn->LogReceived(msg);
 
     int memfd = m_noShm->GetFd();
     uint64_t ackTime = 0;
-    if (m_shm)
+    if (m_sharedMemory)
     {
-        c->slot = FreeSlot();
+        TtSharedMemory* page = PageFor(c->context);
+        c->slot = FreeSlot(page);
         if (c->slot)
         {
-            m_shm->ResetClient(c->slot, id);
-            memfd = m_shm->GetFd();
+            c->page = page;
+            page->ResetClient(c->slot, id);
+            memfd = page->GetFd();
             ackTime = c->slot;
-            m_shm->SetCurrentTime(CurrentNs());
+            page->SetCurrentTime(CurrentNs());
         }
     }
-    NS_LOG_INFO(Name(c) << " started at " << c->offset << " ns, slot " << c->slot);
+    NS_LOG_INFO(Name(c) << " started at " << c->offset << " ns, slot " << c->slot << " of page "
+                        << c->page << " (context " << c->context << ")");
     c->conn->ReplyStart(msg.seq, ackTime, memfd, m_messages.GetFd());
 }
 
@@ -242,14 +246,14 @@ UmlCalendar::HandleUpdate(Client* c, const tt::Message& msg)
              "UPDATE moves time backwards (" + std::to_string(t) + " < " +
                  std::to_string(CurrentNs()) + " ns)");
     }
-    if (t > m_grantedFreeUntil)
+    if (t > c->grantNs)
     {
         Fail("protocol",
              c,
              "ran to " + std::to_string(t) + " ns, past its free-until " +
-                 std::to_string(m_grantedFreeUntil) + " ns");
+                 std::to_string(c->grantNs) + " ns");
     }
-    m_runningTs = NsToTs(t);
+    c->runTs = NsToTs(t);
     c->conn->Ack(msg.seq, 0);
 }
 
@@ -306,9 +310,9 @@ UmlCalendar::Depart(Client* c, bool midMessage)
         c->event = EventId();
         c->scheduledNs = tt::TIME_NEVER;
     }
-    if (c->slot && m_shm)
+    if (c->slot && c->page)
     {
-        m_shm->ResetClient(c->slot, 0);
+        c->page->ResetClient(c->slot, 0);
     }
     if (was == State::STARTING)
     {

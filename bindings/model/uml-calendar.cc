@@ -83,6 +83,15 @@ UmlCalendar::GetTypeId()
                           TimeValue(MilliSeconds(1)),
                           MakeTimeAccessor(&UmlCalendar::m_maxAhead),
                           MakeTimeChecker(NanoSeconds(1)))
+            .AddAttribute("ParallelRuns",
+                          "How many guests of different independent groups may run at once "
+                          "(each on a CPU of its own, if it has one): a batch of guests whose "
+                          "turns come before anything could reach them is started together "
+                          "and served one by one in its order, so results do not depend on "
+                          "this number (docs/DESIGN.md rule 1).",
+                          UintegerValue(1),
+                          MakeUintegerAccessor(&UmlCalendar::m_parallelRuns),
+                          MakeUintegerChecker<uint32_t>(1, 256))
             .AddAttribute("LogFile",
                           "If set, every protocol message is logged there with its "
                           "simulated time.",
@@ -112,12 +121,12 @@ UmlCalendar::UmlCalendar()
       m_connectTimeout(60.0),
       m_independentGroups(true),
       m_maxAhead(MilliSeconds(1)),
+      m_parallelRuns(1),
       m_admission([this](int fd) { OnAccepted(fd); }, [this] { return IsAdmitting(); }),
       m_running(nullptr),
-      m_grantedFreeUntil(tt::TIME_NEVER),
-      m_runningTs(0),
       m_expected(0),
       m_handoffs(0),
+      m_runsAhead(0),
       m_wallSeconds(0)
 {
     NS_LOG_FUNCTION(this);
@@ -241,12 +250,12 @@ UmlCalendar::CurrentTs() const
     {
         return GetCommittedTs();
     }
-    if (m_running->shm && m_shm)
+    if (m_running->shm)
     {
-        uint64_t ns = std::min(m_shm->GetCurrentTime(), m_grantedFreeUntil);
-        return std::max<uint64_t>(NsToTs(ns), m_runningTs);
+        uint64_t ns = std::min(m_running->page->GetCurrentTime(), m_running->grantNs);
+        return std::max<uint64_t>(NsToTs(ns), m_running->runTs);
     }
-    return m_runningTs; // a message-mode client's last UPDATE
+    return m_running->runTs; // a message-mode client's last UPDATE
 }
 
 void
@@ -263,10 +272,42 @@ UmlCalendar::EventInserted(uint64_t ts, uint32_t context)
 void
 UmlCalendar::EventStarting()
 {
-    if (m_shm)
+    // A guest interrupted during this event reads "now" from its page: only the event's
+    // group can be interrupted by it (all, for a global event).
+    uint32_t group = GetGroups().GroupOf(GetContext());
+    auto it = GetGroups().IsActive() && group != UmlEventGroups::GLOBAL ? m_pages.find(group)
+                                                                       : m_pages.end();
+    if (it != m_pages.end())
     {
-        // A guest interrupted during this event reads "now" from the page.
-        m_shm->SetCurrentTime(TsToNs(GetCommittedTs()));
+        it->second->SetCurrentTime(TsToNs(GetCommittedTs()));
+    }
+    else
+    {
+        SetPagesTime(TsToNs(GetCommittedTs()));
+    }
+}
+
+TtSharedMemory*
+UmlCalendar::PageFor(uint32_t context)
+{
+    uint32_t group = GetGroups().IsActive() ? GetGroups().GroupOf(context) : UmlEventGroups::GLOBAL;
+    auto& page = m_pages[group];
+    if (!page)
+    {
+        page = std::make_unique<TtSharedMemory>(m_maxClients, tt::SHM_VERSION);
+        page->SetCurrentTime(CurrentNs());
+        page->SetFreeUntil(CurrentNs()); // nobody on it runs before its RUN
+        NS_LOG_INFO("scheduling page for group " << group);
+    }
+    return page.get();
+}
+
+void
+UmlCalendar::SetPagesTime(uint64_t ns)
+{
+    for (auto& [group, page] : m_pages)
+    {
+        page->SetCurrentTime(ns);
     }
 }
 
@@ -328,7 +369,7 @@ UmlCalendar::Find(uint64_t clientId) const
 tt::ShmClient*
 UmlCalendar::Record(Client* c)
 {
-    return UsesShm(c) ? m_shm->Client(c->slot) : &c->local;
+    return UsesShm(c) ? c->page->Client(c->slot) : &c->local;
 }
 
 bool
@@ -337,8 +378,8 @@ UmlCalendar::UsesShm(Client* c)
     if (!c->shmKnown && c->state != State::CONNECTED)
     {
         c->shmKnown = true;
-        c->shm = c->slot != 0 && m_shm &&
-                 (ShmLoad(&m_shm->Client(c->slot)->capa) & tt::CAP_TIME_SHARE);
+        c->shm = c->slot != 0 && c->page &&
+                 (ShmLoad(&c->page->Client(c->slot)->capa) & tt::CAP_TIME_SHARE);
     }
     return c->shm;
 }
@@ -353,11 +394,6 @@ UmlCalendar::Listen()
     NS_LOG_FUNCTION(this);
     m_admission.Listen(m_socketPath);
     m_admission.WatchForLateClients(GetEventLoop());
-    if (m_sharedMemory)
-    {
-        m_shm = std::make_unique<TtSharedMemory>(m_maxClients, tt::SHM_VERSION);
-        m_shm->SetCurrentTime(TsToNs(GetCommittedTs()));
-    }
     m_noShm = std::make_unique<TtSharedMemory>(1, 0);
     m_messages.Open(m_logPath);
 }
@@ -424,7 +460,7 @@ UmlCalendar::SyncRequests()
     for (auto& [id, owned] : m_clients)
     {
         Client* c = owned.get();
-        if (c->state != State::WAITING)
+        if (c->state != State::WAITING || c->inBatch)
         {
             continue;
         }
@@ -458,10 +494,10 @@ UmlCalendar::SyncRequests()
 void
 UmlCalendar::HoldForAdmission()
 {
-    if (m_shm)
+    // Nobody runs during admission: a starting client must not run ahead.
+    for (auto& [group, page] : m_pages)
     {
-        // Nobody runs during admission: a starting client must not run ahead.
-        m_shm->SetFreeUntil(CurrentNs());
+        page->SetFreeUntil(CurrentNs());
     }
 }
 
@@ -488,10 +524,10 @@ UmlCalendar::AcceptLateClients()
 void
 UmlCalendar::SetFreeUntil(Client* c, uint64_t ns, bool confirm)
 {
-    m_grantedFreeUntil = ns;
+    c->grantNs = ns;
     if (c->shm)
     {
-        m_shm->SetFreeUntil(ns);
+        c->page->SetFreeUntil(ns);
         return;
     }
     c->conn->Send(tt::OP_FREE_UNTIL, ns - std::min(ns, c->offset), true);
@@ -515,7 +551,7 @@ UmlCalendar::SetFreeUntil(Client* c, uint64_t ns, bool confirm)
 void
 UmlCalendar::LowerFreeUntilNs(uint64_t ns)
 {
-    if (m_running && ns < m_grantedFreeUntil)
+    if (m_running && ns < m_running->grantNs)
     {
         SetFreeUntil(m_running, ns, true);
     }
@@ -532,25 +568,109 @@ UmlCalendar::RunClient(Client* c)
 {
     c->event = EventId();
     c->scheduledNs = tt::TIME_NEVER;
+    // The guests of other groups whose turn comes before anything could reach them run in
+    // the same batch (docs/DESIGN.md rule 1): at most ParallelRuns of them at once, their
+    // sockets held, and each is served in its turn, so the schedule does not depend on
+    // how many ran at once.
+    std::vector<Client*> batch = TakeBatch(c);
+    StartRun(c, CurrentNs());
+    // Members [next, started) have been sent RUN; next is served (or c, before it).
+    std::size_t started = 0;
+    std::size_t next = 0;
+    auto startAhead = [&](std::size_t inFlight) {
+        while (started < batch.size() && inFlight < m_parallelRuns)
+        {
+            Client* h = batch[started++];
+            StartRun(h, h->scheduledNs);
+            m_runsAhead++;
+            inFlight++;
+        }
+    };
+    startAhead(1 + started);
+    ServeRun(c);
+    for (; next < batch.size(); next++)
+    {
+        Client* h = batch[next];
+        if (next == started)
+        {
+            StartRun(h, h->scheduledNs);
+            started++;
+        }
+        m_loop->Release(h->Id());
+        startAhead(started - next);
+        SetContext(h->context);
+        ServeRun(h);
+    }
+    SetContext(c->context);
+    AcceptLateClients();
+}
+
+std::vector<UmlCalendar::Client*>
+UmlCalendar::TakeBatch(Client* c)
+{
+    std::vector<Client*> batch;
+    if (!IsGrouped(c))
+    {
+        return batch;
+    }
+    const UmlEventGroups& groups = GetGroups();
+    uint64_t globalTs = groups.NextGlobalTs();
+    std::vector<uint32_t> taken{groups.GroupOf(c->context)};
+    for (auto& [id, owned] : m_clients)
+    {
+        Client* h = owned.get();
+        if (h == c || h->state != State::WAITING || h->event.GetUid() == EventId::UID::INVALID ||
+            !IsGrouped(h) || h->event.GetTs() >= globalTs)
+        {
+            continue;
+        }
+        uint32_t group = groups.GroupOf(h->context);
+        // Its run must be the first event of its group: nothing of its own comes before.
+        if (std::find(taken.begin(), taken.end(), group) != taken.end() ||
+            !groups.IsFirst(h->event.GetTs(), h->event.GetUid(), group))
+        {
+            continue;
+        }
+        taken.push_back(group);
+        h->inBatch = true;
+        batch.push_back(h);
+    }
+    // In the order of their events: (time, insertion).
+    std::sort(batch.begin(), batch.end(), [](const Client* a, const Client* b) {
+        return std::make_pair(a->event.GetTs(), a->event.GetUid()) <
+               std::make_pair(b->event.GetTs(), b->event.GetUid());
+    });
+    for (Client* h : batch)
+    {
+        h->scheduledNs = TsToNs(h->event.GetTs());
+        Remove(h->event);
+        h->event = EventId();
+        m_loop->Hold(h->Id());
+    }
+    return batch;
+}
+
+void
+UmlCalendar::StartRun(Client* c, uint64_t now)
+{
+    c->scheduledNs = tt::TIME_NEVER;
+    c->inBatch = false;
     tt::ShmClient* rec = Record(c);
     ShmStore(&rec->flags, ShmLoad(&rec->flags) & ~tt::FLAG_REQ_RUN);
-    uint64_t now = CurrentNs();
     c->state = State::RUNNING;
     c->runs++;
     c->lastRunNs = now;
     m_handoffs++;
-    m_runningTs = GetCommittedTs();
-    m_running = c;
+    c->runTs = NsToTs(now);
     NS_LOG_LOGIC("run " << FormatClientId(c->Id()) << " at " << now << " ns");
-    m_clientRunTrace(c->Id(), TimeStep(GetCommittedTs()));
-    if (c->shm)
+    m_clientRunTrace(c->Id(), NanoSeconds(now));
+    if (c->page)
     {
-        m_shm->SetCurrentTime(now);
-        m_shm->SetRunningId(c->slot);
-    }
-    else if (m_shm)
-    {
-        m_shm->SetRunningId(c->slot);
+        if (c->shm)
+        {
+            c->page->SetCurrentTime(now);
+        }
+        c->page->SetRunningId(c->slot);
     }
     // In message mode UML forgot its free-until at WAIT: grant it again with every RUN.
     uint64_t freeUntil = NextEventNsFor(c);
@@ -563,9 +683,20 @@ UmlCalendar::RunClient(Client* c)
         freeUntil = std::min(freeUntil, now + static_cast<uint64_t>(m_maxFreeRun.GetNanoSeconds()));
     }
     NS_LOG_LOGIC("client " << FormatClientId(c->Id()) << " free until " << freeUntil << " ns");
+    // Its own time while they go out (the message log's clock), whoever is being served.
+    Client* served = m_running;
+    m_running = c;
     // Sent before RUN on the same socket: the waiting guest reads them in order.
     SetFreeUntil(c, freeUntil, false);
     c->conn->Send(tt::OP_RUN, now - c->offset, !c->shm);
+    m_running = served;
+}
+
+void
+UmlCalendar::ServeRun(Client* c)
+{
+    m_running = c;
+    uint64_t now = TsToNs(c->runTs);
     bool yielded = false;
     try
     {
@@ -599,13 +730,12 @@ UmlCalendar::RunClient(Client* c)
         }
     }
     m_running = nullptr;
-    if (m_shm)
+    if (c->page)
     {
-        m_shm->SetRunningId(0);
-        m_shm->SetCurrentTime(TsToNs(GetCommittedTs()));
+        c->page->SetRunningId(0);
+        c->page->SetCurrentTime(TsToNs(GetCommittedTs()));
     }
     SyncRequests();
-    AcceptLateClients();
 }
 
 void
@@ -664,6 +794,19 @@ UmlCalendar::GetHandoffCount() const
     return m_handoffs;
 }
 
+uint64_t
+UmlCalendar::GetRunsAheadCount() const
+{
+    return m_runsAhead;
+}
+
+uint32_t
+UmlCalendar::ComputeGroups()
+{
+    UpdateGroups(m_independentGroups);
+    return GetNGroups();
+}
+
 bool
 UmlCalendar::HasPendingEvents() const
 {
@@ -685,7 +828,7 @@ UmlCalendar::GetWallSeconds() const
 bool
 UmlCalendar::UsesSharedMemory() const
 {
-    return m_shm != nullptr;
+    return m_sharedMemory;
 }
 
 uint32_t
@@ -735,7 +878,7 @@ UmlCalendar::Shutdown()
     }
     m_unnamed.clear();
     m_admission.Close();
-    m_shm.reset();
+    m_pages.clear();
     m_noShm.reset();
     m_messages.Close();
     m_running = nullptr;

@@ -114,6 +114,10 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     // Results
     uint64_t GetMessageCount(uint32_t op, bool fromClient) const;
     uint64_t GetHandoffCount() const;
+    /** Runs started while another guest's run was going on (ParallelRuns > 1). */
+    uint64_t GetRunsAheadCount() const;
+    /** Group the nodes now (as Run will) and return how many groups they form. */
+    uint32_t ComputeGroups();
     /** Every client that sent START, in id order. */
     std::vector<UmlClientRecord> GetClientRecords() const;
     /** Wall-clock seconds spent in Run(). */
@@ -160,6 +164,10 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
         State state = State::CONNECTED;
         tt::ShmClient local{};  // the request record of a message-mode client
         uint32_t context = Simulator::NO_CONTEXT; // its node; none: global
+        TtSharedMemory* page = nullptr;           // its group's scheduling page, if any
+        uint64_t grantNs = tt::TIME_NEVER;        // the free-until of its run
+        uint64_t runTs = 0;                       // time steps it reached in its run
+        bool inBatch = false;                     // taken into a batch, not started yet
         EventId event;
         uint64_t scheduledNs = tt::TIME_NEVER;
         int pid = -1;
@@ -171,6 +179,10 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     };
 
     uint64_t CurrentNs() const;
+    /** The scheduling page of a context's group (created on first use). */
+    TtSharedMemory* PageFor(uint32_t context);
+    /** Every page's "now" (for guests interrupted while they wait). */
+    void SetPagesTime(uint64_t ns);
     /** Whether c belongs to one of several independent groups (else it is global). */
     bool IsGrouped(const Client* c) const;
     /** The next event that can reach c (its group's or a global one), in ns. */
@@ -191,7 +203,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     std::unique_ptr<Client> TakeUnnamed(Client* c);
     void HandleMessage(Client* c, const tt::Message& msg);
     void HandleStart(Client* c, const tt::Message& msg);
-    uint16_t FreeSlot() const;
+    uint16_t FreeSlot(const TtSharedMemory* page) const;
     void HandleWait(Client* c, const tt::Message& msg);
     void HandleUpdate(Client* c, const tt::Message& msg);
     void HandleBroadcast(Client* c, const tt::Message& msg);
@@ -204,6 +216,13 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void AcceptLateClients();
     void SyncRequests();
     void RunClient(Client* c);
+    /** The guests of other groups that run in c's batch (their events taken out, their
+     * sockets held), in the order of their events. */
+    std::vector<Client*> TakeBatch(Client* c);
+    /** Grant c its free-until and send RUN at now (ns). */
+    void StartRun(Client* c, uint64_t now);
+    /** Serve the loop for c until it yields; commit the time it reached. */
+    void ServeRun(Client* c);
     /** Grant a client free running up to ns; with confirm, a message-mode client must
      * have acknowledged it before this returns. */
     void SetFreeUntil(Client* c, uint64_t ns, bool confirm);
@@ -221,10 +240,14 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     std::string m_logPath;
     bool m_independentGroups;
     Time m_maxAhead;
+    uint32_t m_parallelRuns;
 
     // The calendar's state
     std::unique_ptr<EventLoop> m_loop;
-    std::unique_ptr<TtSharedMemory> m_shm;     // version 2, when SharedMemory is on
+    // Version-2 pages, when SharedMemory is on: one per independent group (GLOBAL for the
+    // rest), since the guests of different groups may run at once (a page has one
+    // running client, one free-until).
+    std::map<uint32_t, std::unique_ptr<TtSharedMemory>> m_pages;
     std::unique_ptr<TtSharedMemory> m_noShm;   // version 0: "use messages"
     TtAdmission m_admission;
     TtMessageLog m_messages;
@@ -234,10 +257,9 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     std::map<uint64_t, std::unique_ptr<Client>> m_clients; // by START id: the fixed order
     std::vector<std::unique_ptr<Client>> m_unnamed;        // accepted, no START yet
     Client* m_running;
-    uint64_t m_grantedFreeUntil;                // ns, for the running client
-    uint64_t m_runningTs;                       // time steps the running client reached
     uint32_t m_expected;
     uint64_t m_handoffs;
+    uint64_t m_runsAhead;
     double m_wallSeconds;
 
     TracedCallback<uint64_t, Time> m_clientRunTrace;

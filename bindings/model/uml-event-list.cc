@@ -417,6 +417,12 @@ UmlEventList::AdvanceGroupClock(uint32_t context, uint64_t ts)
     m_groups.Advance(context, ts);
 }
 
+void
+UmlEventList::SetContext(uint32_t context)
+{
+    m_currentContext = context;
+}
+
 bool
 UmlEventList::IsStopped() const
 {

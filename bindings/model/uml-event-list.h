@@ -89,6 +89,8 @@ class UmlEventList : public SimulatorImpl
     uint64_t EarliestTsFor(uint32_t context) const;
     /** An actor with this context reached ts: its group's clock moves there. */
     void AdvanceGroupClock(uint32_t context, uint64_t ts);
+    /** The context of what runs now (an actor served outside its own event). */
+    void SetContext(uint32_t context);
     bool IsStopped() const;
     /** Run() starts: clear Stop, and Run's thread is now the main thread. */
     void StartRunning();

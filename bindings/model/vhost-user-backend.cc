@@ -148,7 +148,8 @@ VhostUserBackend::Listen()
         throw UmlError("setup", false, 0, "vhost-user device: " + error);
     }
     m_listenFd = fd;
-    m_scheduler->GetEventLoop().Watch(fd, [this](uint32_t) { OnListenReadable(); }, false);
+    m_scheduler->GetEventLoop().Watch(
+        fd, [this](uint32_t) { OnListenReadable(); }, false, m_clientId);
     NS_LOG_INFO("guest " << FormatClientId(m_clientId) << ": vhost-user device at "
                          << m_socketPath);
 }
@@ -279,7 +280,8 @@ VhostUserBackend::OnListenReadable()
     }
     SetIoTimeout(fd, IoTimeout());
     m_connFd = fd;
-    m_scheduler->GetEventLoop().Watch(fd, [this](uint32_t) { OnConnReadable(); }, false);
+    m_scheduler->GetEventLoop().Watch(
+        fd, [this](uint32_t) { OnConnReadable(); }, false, m_clientId);
     NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " connected to " << m_socketPath);
 }
 

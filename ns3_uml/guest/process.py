@@ -168,9 +168,11 @@ class GuestProcess:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
-        # Killed helpers were reparented; wait until their new parent reaps them.
+        # Killed helpers were reparented: wait until they are dead. Their new parent (the
+        # host's init, or a container's) reaps them when it will: some take seconds, a
+        # container's first process may never.
         deadline = time.monotonic() + settle
-        while group_members(proc.pid) and time.monotonic() < deadline:
+        while group_members(proc.pid, zombies=False) and time.monotonic() < deadline:
             time.sleep(0.01)
         return rc
 
