@@ -1,6 +1,6 @@
-// UmlCalendar, its second half: what each client message means (one handler per request)
+// UmlCalendar, its second part: what each client message means (one handler per request)
 // and how a client leaves. The event list, the hand-off policy and the results are in
-// uml-calendar.cc.
+// uml-calendar.cc, a run and its batch in uml-calendar-runs.cc.
 #include "uml-calendar.h"
 
 #include "ns3/log.h"
