@@ -441,8 +441,10 @@ class Simulation:
                 if extra is None:
                     break
                 self.cpus += (extra,)
-            if self.parallel is None:
-                runs = len(self.cpus)  # as many as there are CPUs to run them
+        if self.parallel is None:
+            # As many as there are CPUs to run them: those held (none held, as when other
+            # simulations hold every CPU, or one chosen: one), or with cpu=None all allowed.
+            runs = min(runs, allowed if self.cpu is None else max(1, len(self.cpus)))
         self.parallel_runs = runs
         self.calendar.impl.SetAttribute("ParallelRuns", self.ns.UintegerValue(runs))
         self._kernel = kernel

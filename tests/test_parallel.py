@@ -3,6 +3,7 @@ one or several run at a time, also with the other core loaded (docs/DESIGN.md ru
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,15 @@ def test_parallel_is_a_positive_number(tmp_path):
     for bad in (0, -1, True, 1.5):
         with pytest.raises(ValueError, match="parallel"):
             Simulation(workdir=tmp_path / "run", parallel=bad)
+
+
+def test_by_default_one_guest_at_a_time_per_cpu_held(uml_kernel, tmp_path):
+    def runs(**options: Any) -> tuple[int, tuple[int, ...]]:
+        with Simulation(workdir=tmp_path / f"run{len(options)}", seed=1, **options) as sim:
+            sim.add_node("a"), sim.add_node("b")  # two groups
+            sim.run(until="1s")
+            return sim.parallel_runs, sim.cpus
+    parallel, cpus = runs()
+    assert parallel == len(cpus) >= 1  # two on this 2-core machine when both are free
+    one = min(os.sched_getaffinity(0))
+    assert runs(cpu=one) == (1, (one,))
