@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <sstream>
 
 namespace ns3
 {
@@ -681,6 +683,73 @@ UmlCalendar::GetClientRecords() const
                                       c->pid});
     }
     return out;
+}
+
+namespace
+{
+
+std::string
+JsonString(const std::string& s)
+{
+    std::string out = "\"";
+    for (unsigned char ch : s)
+    {
+        if (ch == '"' || ch == '\\')
+        {
+            out += '\\';
+            out += static_cast<char>(ch);
+        }
+        else if (ch < 0x20)
+        {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+            out += buf;
+        }
+        else
+        {
+            out += static_cast<char>(ch);
+        }
+    }
+    return out + "\"";
+}
+
+} // namespace
+
+std::string
+UmlCalendar::GetSummaryJson() const
+{
+    std::ostringstream out;
+    out.precision(17);
+    out << "{\"sim_time_ns\": " << GetProgressNs() << ", \"wall_s\": " << m_wallSeconds
+        << ", \"handoffs\": " << m_handoffs << ", \"events\": " << GetEventCount()
+        << ", \"shared_memory\": " << (UsesSharedMemory() ? "true" : "false")
+        << ", \"groups\": " << GetNGroups() << ", \"runs_ahead\": " << m_runsAhead
+        << ", \"clients\": [";
+    const char* sep = "";
+    for (const UmlClientRecord& c : GetClientRecords())
+    {
+        out << sep << "{\"id\": " << c.id << ", \"slot\": " << c.slot
+            << ", \"shm\": " << (c.shm ? "true" : "false") << ", \"offset_ns\": " << c.offsetNs
+            << ", \"runs\": " << c.runs << ", \"last_run_ns\": " << c.lastRunNs
+            << ", \"state\": " << JsonString(c.state)
+            << ", \"departure\": " << JsonString(c.departure) << ", \"pid\": " << c.pid << "}";
+        sep = ", ";
+    }
+    out << "], \"messages\": {";
+    sep = "";
+    for (uint32_t op = 0; op <= tt::OP_COUNT; op++) // the last counts unknown ops
+    {
+        uint64_t to = GetMessageCount(op, false);
+        uint64_t from = GetMessageCount(op, true);
+        if (to + from)
+        {
+            out << sep << JsonString(tt::OpName(op)) << ": {\"from_clients\": " << from
+                << ", \"to_clients\": " << to << "}";
+            sep = ", ";
+        }
+    }
+    out << "}}";
+    return out.str();
 }
 
 void

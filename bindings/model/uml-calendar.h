@@ -120,6 +120,9 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     uint32_t ComputeGroups();
     /** Every client that sent START, in id order. */
     std::vector<UmlClientRecord> GetClientRecords() const;
+    /** The run's summary as one JSON object (what Calendar.summary returns): one call, since
+     * cppyy compiles a wrapper for each method and type at its first use. */
+    std::string GetSummaryJson() const;
     /** Wall-clock seconds spent in Run(). */
     double GetWallSeconds() const;
     /** Whether shared-memory scheduling was offered. */
