@@ -118,7 +118,7 @@ bool
 UmlEventGroups::Reaches(uint32_t context, uint32_t group) const
 {
     uint32_t g = GroupOf(context);
-    return !IsActive() || g == GLOBAL || group == GLOBAL || g == group;
+    return g == GLOBAL || group == GLOBAL || g == group;
 }
 
 UmlEventGroups::Index&
@@ -175,14 +175,14 @@ uint64_t
 UmlEventGroups::GetClock(uint32_t context) const
 {
     uint32_t g = GroupOf(context);
-    return IsActive() && g != GLOBAL ? m_clock[g] : 0;
+    return g != GLOBAL ? m_clock[g] : 0;
 }
 
 void
 UmlEventGroups::Advance(uint32_t context, uint64_t ts)
 {
     uint32_t g = GroupOf(context);
-    if (IsActive() && g != GLOBAL && ts > m_clock[g])
+    if (g != GLOBAL && ts > m_clock[g])
     {
         m_clock[g] = ts;
     }

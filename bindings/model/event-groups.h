@@ -37,7 +37,8 @@ class UmlEventGroups
     bool IsActive() const;
     uint32_t GetNGroups() const;
 
-    /** The group of an event with this context (GLOBAL: no node, or none we know). */
+    /** The group of an event with this context (GLOBAL: no node, none we know, or no
+     * grouping: inactive, every context is GLOBAL). */
     uint32_t GroupOf(uint32_t context) const;
     /** Whether an event with this context can reach an actor of group g. */
     bool Reaches(uint32_t context, uint32_t group) const;

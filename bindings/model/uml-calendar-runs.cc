@@ -35,7 +35,7 @@ UmlCalendar::RunClient(Client* c)
             inFlight++;
         }
     };
-    startAhead(1 + started);
+    startAhead(1); // c
     ServeRun(c);
     for (; next < batch.size(); next++)
     {
@@ -64,7 +64,7 @@ UmlCalendar::TakeBatch(Client* c)
     }
     const UmlEventGroups& groups = GetGroups();
     uint64_t globalTs = groups.NextGlobalTs();
-    std::vector<uint32_t> taken{groups.GroupOf(c->context)};
+    uint32_t own = groups.GroupOf(c->context);
     for (auto& [id, owned] : m_clients)
     {
         Client* h = owned.get();
@@ -73,14 +73,13 @@ UmlCalendar::TakeBatch(Client* c)
         {
             continue;
         }
+        // Its run must be the first event of its group (nothing of its own comes before it,
+        // and so no other member is of its group), and not of c's group.
         uint32_t group = groups.GroupOf(h->context);
-        // Its run must be the first event of its group: nothing of its own comes before.
-        if (std::find(taken.begin(), taken.end(), group) != taken.end() ||
-            !groups.IsFirst(h->event.GetTs(), h->event.GetUid(), group))
+        if (group == own || !groups.IsFirst(h->event.GetTs(), h->event.GetUid(), group))
         {
             continue;
         }
-        taken.push_back(group);
         h->inBatch = true;
         batch.push_back(h);
     }

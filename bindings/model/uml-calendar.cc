@@ -277,8 +277,7 @@ UmlCalendar::EventStarting()
     // A guest interrupted during this event reads "now" from its page: only the event's
     // group can be interrupted by it (all, for a global event).
     uint32_t group = GetGroups().GroupOf(GetContext());
-    auto it = GetGroups().IsActive() && group != UmlEventGroups::GLOBAL ? m_pages.find(group)
-                                                                       : m_pages.end();
+    auto it = group != UmlEventGroups::GLOBAL ? m_pages.find(group) : m_pages.end();
     if (it != m_pages.end())
     {
         it->second->SetCurrentTime(TsToNs(GetCommittedTs()));
@@ -292,7 +291,7 @@ UmlCalendar::EventStarting()
 TtSharedMemory*
 UmlCalendar::PageFor(uint32_t context)
 {
-    uint32_t group = GetGroups().IsActive() ? GetGroups().GroupOf(context) : UmlEventGroups::GLOBAL;
+    uint32_t group = GetGroups().GroupOf(context);
     auto& page = m_pages[group];
     if (!page)
     {
@@ -322,7 +321,7 @@ UmlCalendar::CurrentNs() const
 bool
 UmlCalendar::IsGrouped(const Client* c) const
 {
-    return GetGroups().IsActive() && GetGroups().GroupOf(c->context) != UmlEventGroups::GLOBAL;
+    return GetGroups().GroupOf(c->context) != UmlEventGroups::GLOBAL;
 }
 
 uint64_t

@@ -392,7 +392,7 @@ uint64_t
 UmlEventList::NextEventTsFor(uint32_t context) const
 {
     uint32_t group = m_groups.GroupOf(context);
-    if (!m_groups.IsActive() || group == UmlEventGroups::GLOBAL)
+    if (group == UmlEventGroups::GLOBAL)
     {
         return m_events->IsEmpty() ? UINT64_MAX : NextEventTs();
     }
