@@ -169,14 +169,6 @@ def calendar_class() -> type:
     return cppyy.gbl.ns3.UmlCalendar
 
 
-def tt_namespace() -> ModuleType:
-    """The cppyy proxy of ``ns3::tt``: the time-travel protocol's constants and names."""
-    import cppyy  # noqa: PLC0415
-
-    load()
-    return cppyy.gbl.ns3.tt
-
-
 def error_class() -> type:
     """The cppyy proxy of ``ns3::UmlError``, thrown by the calendar and by devices (a Python
     exception class)."""

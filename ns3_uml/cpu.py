@@ -2,11 +2,12 @@
 
 A simulation's actors run strictly one after another (docs/DESIGN.md rule 1), so one CPU
 is all it can use (unless guests of independent groups run at once: then it claims one per
-guest that may; ``on_cpu`` takes several); spread over several, every hand-off and every guest system call is a
-wake-up across CPUs (an inter-processor interrupt, dear in a VM). A claim is a lock file
-per CPU under ``cache_dir()/cpus``, held with ``flock`` for as long as the claim lasts:
-simulations running at once (a sweep's points) take different CPUs, and the kernel drops
-a dead process's claim. Where it runs changes nothing in the results (rule 3).
+guest that may; ``on_cpu`` takes several); spread over several, every hand-off and every
+guest system call is a wake-up across CPUs (an inter-processor interrupt, dear in a VM).
+A claim is a lock file per CPU under ``cache_dir()/cpus``, held with ``flock`` for as long
+as the claim lasts: simulations running at once (a sweep's points) take different CPUs,
+and the kernel drops a dead process's claim. Where it runs changes nothing in the results
+(rule 3).
 """
 
 from __future__ import annotations
