@@ -175,53 +175,43 @@ def test_free_until_is_the_next_event_of_anybody(make_calendar, clients, socket_
         assert len(grants) == 2
 
 
-def _two_nodes(ns: Any, linked: bool) -> tuple[Any, Any]:
-    """Two ns-3 nodes, joined by a point-to-point channel or not."""
-    nodes = ns.NodeContainer()
+def _two_nodes(cal: Any, linked: bool) -> tuple[Any, Any]:
+    """Two ns-3 nodes, joined by a point-to-point channel or not, whose guests are the
+    clients 1 and 2."""
+    nodes = cal.ns.NodeContainer()
     nodes.Create(2)
     if linked:
-        ns.PointToPointHelper().Install(nodes)
+        cal.ns.PointToPointHelper().Install(nodes)
+    cal.set_client_node(1, nodes.Get(0).GetId())
+    cal.set_client_node(2, nodes.Get(1).GetId())
     return nodes.Get(0), nodes.Get(1)
 
 
+STOPS_FOR_B = [(US, 1), (3500, 2), (4 * US, 1)]
+
+
 @pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
-@pytest.mark.parametrize("linked", [False, True], ids=["apart", "linked"])
+@pytest.mark.parametrize("linked, groups, expected_groups, expected_runs", [
+    (False, True, 2, [(US, 1), (3500, 2)]),
+    (True, True, 1, STOPS_FOR_B),
+    (False, False, 0, STOPS_FOR_B),
+], ids=["apart", "linked", "grouping-off"])
 def test_free_until_is_the_next_event_that_can_reach_the_client(
-        make_calendar, clients, socket_path, tmp_path, shm, linked):
+        make_calendar, clients, socket_path, tmp_path, shm, linked, groups, expected_groups,
+        expected_runs):
     # As above, but a and b are the guests of two nodes: apart, they are two independent
-    # groups, and a runs freely past b's request; linked, a stops for it.
+    # groups, and a runs freely past b's request; linked, or with grouping off, a stops for
+    # it.
     log = tmp_path / "cal.log"
-    cal = make_calendar(clients=2, shared_memory=shm, log=log)
-    node_a, node_b = _two_nodes(cal.ns, linked)
-    cal.set_client_node(1, node_a.GetId())
-    cal.set_client_node(2, node_b.GetId())
+    cal = make_calendar(clients=2, shared_memory=shm, log=log, independent_groups=groups)
+    _two_nodes(cal, linked)
     a = clients(socket_path, 1, sleeps(*[US] * 10) + [{"op": "idle"}], shm=shm)
-    b = clients(socket_path, 2, sleeps(3500) + [{"op": "idle"}], shm=shm)
+    clients(socket_path, 2, sleeps(3500) + [{"op": "idle"}], shm=shm)
     summary = cal.run()
     cal.close()  # the idle clients then lose their calendar, like a guest would
     assert a.result()["timers_fired"] == 10
-    if linked:
-        assert summary["groups"] == 1
-        assert run_log(log) == [(US, 1), (3500, 2), (4 * US, 1)]
-    else:
-        assert summary["groups"] == 2
-        assert run_log(log) == [(US, 1), (3500, 2)]
-
-
-@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
-def test_grouping_off_stops_every_client_for_every_event(make_calendar, clients, socket_path,
-                                                         tmp_path, shm):
-    log = tmp_path / "cal.log"
-    cal = make_calendar(clients=2, shared_memory=shm, log=log, independent_groups=False)
-    node_a, node_b = _two_nodes(cal.ns, linked=False)
-    cal.set_client_node(1, node_a.GetId())
-    cal.set_client_node(2, node_b.GetId())
-    clients(socket_path, 1, sleeps(*[US] * 10) + [{"op": "idle"}], shm=shm)
-    clients(socket_path, 2, sleeps(3500) + [{"op": "idle"}], shm=shm)
-    summary = cal.run()
-    assert summary["groups"] == 0
-    assert run_log(log) == [(US, 1), (3500, 2), (4 * US, 1)]
-    cal.close()
+    assert summary["groups"] == expected_groups
+    assert run_log(log) == expected_runs
 
 
 @pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
@@ -230,9 +220,7 @@ def test_a_client_stops_for_its_own_group_and_global_events_only(
     log = tmp_path / "cal.log"
     cal = make_calendar(clients=2, shared_memory=shm, log=log)
     ns = cal.ns
-    node_a, node_b = _two_nodes(ns, linked=False)
-    cal.set_client_node(1, node_a.GetId())
-    cal.set_client_node(2, node_b.GetId())
+    node_a, node_b = _two_nodes(cal, linked=False)
     a = clients(socket_path, 1, sleeps(*[US] * 10) + [{"op": "idle"}], shm=shm)
     clients(socket_path, 2, [{"op": "idle"}], shm=shm)
     seen: list[int] = []
@@ -259,9 +247,7 @@ def test_what_reaches_a_group_that_ran_ahead_happens_at_its_time(
     log = tmp_path / "cal.log"
     cal = make_calendar(clients=2, shared_memory=shm, log=log)
     ns = cal.ns
-    node_a, node_b = _two_nodes(ns, linked=False)
-    cal.set_client_node(1, node_a.GetId())
-    cal.set_client_node(2, node_b.GetId())
+    node_a, node_b = _two_nodes(cal, linked=False)
     clients(socket_path, 1, sleeps(*[US] * 10) + [{"op": "idle"}], shm=shm)
     clients(socket_path, 2, [{"op": "idle"}], shm=shm)
     schedule_on = ns.Simulator.ScheduleWithContext["std::function<void()>"]

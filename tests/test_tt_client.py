@@ -264,8 +264,9 @@ def test_sleep_message_sequence(pair):
     assert peer.silent()
 
 
-def test_free_until_honoured_then_forgotten_at_wait(pair):
-    peer, client = pair(publish_before_wait=False)  # stock UML
+def run_at_1000_free_until_10000(peer: Peer, client: TTClient) -> None:
+    """Start; the client sleeps 1 us and is RUN at 1000 with free-until 10 us (its first
+    WAIT is at time 0: nothing to publish, with patch 0004 or without)."""
     do_start(peer, client)
     fut = bg(client.sleep, 1000)
     seq, _ = peer.expect(Op.REQUEST, 1000)
@@ -277,6 +278,11 @@ def test_free_until_honoured_then_forgotten_at_wait(pair):
     seq, _ = peer.expect(Op.REQUEST, TIME_NEVER)
     peer.ack(seq)
     fut.result(TIMEOUT)
+
+
+def test_free_until_honoured_then_forgotten_at_wait(pair):
+    peer, client = pair(publish_before_wait=False)  # stock UML
+    run_at_1000_free_until_10000(peer, client)
     assert client.free_until == 10_000
 
     # before free_until: runs without a single message
@@ -336,17 +342,7 @@ def test_the_time_reached_is_published_before_wait(pair):
     # Patch 0004: having run freely past the time the calendar knows, UML tells it (UPDATE)
     # before WAIT; the stock kernel does not (test above).
     peer, client = pair()
-    do_start(peer, client)
-    fut = bg(client.sleep, 1000)
-    seq, _ = peer.expect(Op.REQUEST, 1000)
-    peer.ack(seq)
-    seq, _ = peer.expect(Op.WAIT)   # still at 0: nothing to publish
-    peer.ack(seq)
-    peer.call(Op.FREE_UNTIL, 10_000)
-    peer.call(Op.RUN, 1000)
-    seq, _ = peer.expect(Op.REQUEST, TIME_NEVER)
-    peer.ack(seq)
-    fut.result(TIMEOUT)
+    run_at_1000_free_until_10000(peer, client)
     client.sleep_until(9_999)
     assert peer.silent()
     fut = bg(client.sleep_until, 20_000)
