@@ -105,8 +105,12 @@ class ClientFactory:
         steps: list[dict[str, Any]],
         *,
         shm: bool = True,
-        irq: bool = False,
+        irq: bool | socket.socket = False,
+        device: socket.socket | None = None,
     ) -> ClientProc:
+        """``irq``: True for an interrupt line whose device end is ``ClientProc.irq``, or one
+        end of a socket pair whose other end is another client's ``device`` line (a device
+        that this client serves and the other one kicks). The factory takes both sockets."""
         out = self.tmp / f"client-{client_id:#x}-{len(self.clients)}.json"
         cmd = [
             sys.executable,
@@ -126,14 +130,21 @@ class ClientFactory:
         if not shm:
             cmd.append("--no-shm")
         server = None
-        if irq:
+        inherited = [sock for sock in (irq, device) if isinstance(sock, socket.socket)]
+        if isinstance(irq, socket.socket):
+            cmd += ["--irq-fd", str(irq.fileno())]
+        if device is not None:
+            cmd += ["--device-fd", str(device.fileno())]
+        if irq is True:
             irq_path = self.tmp / f"irq-{client_id:#x}-{len(self.clients)}.sock"
             server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             server.bind(str(irq_path))
             server.listen(1)
             self._irq_servers.append(server)
             cmd += ["--irq-socket", str(irq_path)]
-        proc = subprocess.Popen(cmd, cwd=self.tmp)
+        proc = subprocess.Popen(cmd, cwd=self.tmp, pass_fds=[s.fileno() for s in inherited])
+        for sock in inherited:
+            sock.close()  # the client's now
         client = ClientProc(proc, out, client_id, irq_server=server)
         self.clients.append(client)
         return client

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -41,6 +43,35 @@ def messages(log: Path, client_id: int) -> list[tuple[int, str, str]]:
 
 def sleeps(*ns: int) -> list[dict]:
     return [{"op": "sleep", "ns": n} for n in ns]
+
+
+@contextlib.contextmanager
+def on_message(cal: Any, op: int, hook: Callable[[], None]) -> Iterator[None]:
+    """Call ``hook`` whenever a client sends ``op``, inside the calendar while it handles the
+    message (before it is answered)."""
+    import cppyy
+
+    if not hasattr(cppyy.gbl, "ns3uml_hook"):
+        cppyy.cppdef(
+            """
+            namespace ns3uml_hook {
+            std::function<void()> g_hook;
+            uint32_t g_op;
+            void OnMessage(uint64_t, bool from, uint32_t op, uint32_t, uint64_t) {
+                if (from && op == g_op && g_hook) g_hook();
+            }
+            bool Connect(ns3::Ptr<ns3::UmlCalendar> cal, uint32_t op, std::function<void()> hook) {
+                g_op = op;
+                g_hook = hook;
+                return cal->TraceConnectWithoutContext("Message", ns3::MakeCallback(&OnMessage));
+            }
+            }"""
+        )
+    assert cppyy.gbl.ns3uml_hook.Connect(cal.impl, int(op), hook)
+    try:
+        yield
+    finally:
+        cppyy.gbl.ns3uml_hook.g_hook = cppyy.nullptr
 
 
 def test_protocol_constants_match_the_core():
@@ -383,23 +414,6 @@ def test_free_until_lowered_when_a_device_creates_an_earlier_event(
     def on_update() -> None:
         fired.append(int(ns.Simulator.Now().GetNanoSeconds()))
 
-    import cppyy
-
-    # Fire the "device" when the guest's UPDATE (sent before every kick) arrives.
-    cppyy.cppdef(
-        """
-        namespace ns3uml_test {
-        std::function<void()> g_hook;
-        void OnMessage(uint64_t, bool from, uint32_t op, uint32_t, uint64_t) {
-            if (from && op == ns3::tt::OP_UPDATE) g_hook();
-        }
-        bool ConnectUpdateHook(ns3::Ptr<ns3::UmlCalendar> cal, std::function<void()> hook) {
-            g_hook = hook;
-            return cal->TraceConnectWithoutContext("Message", ns3::MakeCallback(&OnMessage));
-        }
-        }"""
-    )
-
     def device() -> None:
         if not fired and not scheduled:  # the first UPDATE only: the script's, before a kick
             scheduled.append(True)
@@ -407,9 +421,9 @@ def test_free_until_lowered_when_a_device_creates_an_earlier_event(
 
     scheduled: list[bool] = []
 
-    assert cppyy.gbl.ns3uml_test.ConnectUpdateHook(cal.impl, device)
-    cal.run()
-    cppyy.gbl.ns3uml_test.g_hook = cppyy.nullptr
+    # Fire the "device" when the guest's UPDATE (sent before every kick) arrives.
+    with on_message(cal, protocol.Op.UPDATE, device):
+        cal.run()
     assert a.result()["status"] == "ok"
     assert fired == [2500]
     lines = [line for line in log.read_text().splitlines() if " 1 " in line]
@@ -421,6 +435,203 @@ def test_free_until_lowered_when_a_device_creates_an_earlier_event(
     # The guest runs freely to 2 us only, yields, and runs again after the event.
     assert run_log(log) == [(1000, 1), (3000, 1)]
     assert a.result()["timers_fired"] == 5
+
+
+# A device that another client serves (as wmediumd serves UML's hwsim radios) is kicked at
+# KICK_AT; before it answers, its client asks to run DELIVERY later (a frame's arrival).
+KICK_AT = 2 * US
+DELIVERY = 591 * US
+REQUESTED = KICK_AT + DELIVERY
+
+
+def _kicked_device_scenario(make_calendar, clients, socket_path, log, a_shm, b_shm,
+                            nodes: Callable[[Any], None] | None = None
+                            ) -> tuple[Any, Any, list[int]]:
+    """a runs from 1 us with no event ahead, kicks b's device at KICK_AT and, after the
+    reply, broadcasts (the calendar then schedules an ns-3 event at KICK_AT + 800 us, between
+    b's request and a's old free-until) and runs on in 100 us steps; b serves the device."""
+    cal = make_calendar(clients=2, log=log)
+    ns = cal.ns
+    if nodes is not None:
+        nodes(cal)
+    device, line = socket.socketpair()
+    a = clients(socket_path, 1,
+                [*sleeps(US, KICK_AT - US), {"op": "kick"}, {"op": "broadcast", "value": 1},
+                 *sleeps(*[100 * US] * 20)], shm=a_shm, device=device)
+    b = clients(socket_path, 2, [{"op": "wait_irq", "delay_ns": DELIVERY}], shm=b_shm, irq=line)
+    fired: list[int] = []
+
+    def event() -> None:
+        fired.append(int(ns.Simulator.Now().GetNanoSeconds()))
+
+    def schedule_later() -> None:
+        ns.Simulator.Schedule["std::function<void()>"](ns.MicroSeconds(800), event)
+
+    with on_message(cal, protocol.Op.BROADCAST, schedule_later):
+        cal.run()
+    assert a.result()["status"] == "ok"
+    return a, b, fired
+
+
+def _stopped_for(log: Path, runner: int, other: int, kick: int, requested: int) -> bool:
+    """Whether the runner, after its kick at ``kick``, yielded (WAIT) without passing
+    ``requested`` before the other client's first RUN (the times are the calendar's clock at
+    each message: the runner's own while it runs)."""
+    times, waits = [], []
+    for line in log.read_text().splitlines():
+        t, cid, direction, op = line.split()[:4]
+        if int(cid) == other and direction == "<-" and op == "RUN":
+            break
+        if int(cid) == runner:
+            times.append(int(t))
+            if direction == "->" and op == "WAIT" and int(t) >= kick:
+                waits.append(int(t))
+    return bool(waits) and max(times) <= requested
+
+
+@pytest.mark.parametrize("a_shm, b_shm", [(False, False), (True, False), (False, True),
+                                          (True, True)],
+                         ids=["messages", "shm-runner", "shm-device", "shm"])
+def test_a_waiting_clients_request_stops_the_running_client(
+        make_calendar, clients, socket_path, tmp_path, a_shm, b_shm):
+    # docs/DESIGN.md rule 2: b's request (made while it waits, a runs) lowers a's free-until
+    # before it is answered, whichever of them shares time through the page.
+    log = tmp_path / "cal.log"
+    a, b, fired = _kicked_device_scenario(make_calendar, clients, socket_path, log, a_shm,
+                                          b_shm)
+    rb = b.result()
+    assert rb["status"] == "ok"  # its interrupt's work ran at exactly its time
+    assert [i["received_calendar"] for i in rb["irqs"]] == [KICK_AT]
+    assert b.run_times() == [REQUESTED]
+    assert _stopped_for(log, 1, 2, KICK_AT, REQUESTED)
+    # a stopped at its last step before b's time (502 us), and for the ns-3 event at 802 us.
+    assert run_log(log) == [(US, 1), (REQUESTED, 2), (602 * US, 1), (802 * US, 1)]
+    assert fired == [802 * US]
+    if not (a_shm and b_shm):
+        # b's REQUEST is answered only once a has acknowledged its lowered free-until.
+        lines = log.read_text().splitlines()
+        req = next(i for i, line in enumerate(lines) if " 2 -> REQUEST " in line
+                   and int(line.split("time=")[1]) < protocol.TIME_NEVER)
+        after = [" ".join(line.split()[1:4]) for line in lines[req + 1:req + 4]]
+        if a_shm:
+            assert after[0] == "2 <- ACK"  # lowered in a's page
+        else:
+            assert lines[req + 1].endswith(f"time={REQUESTED}")
+            assert after == ["1 <- FREE_UNTIL", "1 -> ACK", "2 <- ACK"]
+
+
+@pytest.mark.parametrize("b_node, stops", [("none", True), ("same", True), ("other", False)],
+                         ids=["device-global", "device-in-group", "device-in-other-group"])
+def test_a_waiting_clients_request_stops_only_a_client_it_can_reach(
+        make_calendar, clients, socket_path, tmp_path, b_node, stops):
+    # With independent groups, b's request stops a if b is global (no node) or in a's group;
+    # b in another group cannot reach a (a kicking it directly is a link the calendar does
+    # not see), and a runs on to its own limit (MaxAhead after its run's start).
+    log = tmp_path / "cal.log"
+
+    def nodes(cal: Any) -> None:
+        made = cal.ns.NodeContainer()
+        made.Create(3)
+        cal.ns.PointToPointHelper().Install(made.Get(0), made.Get(1))
+        cal.set_client_node(1, made.Get(0).GetId())
+        if b_node != "none":
+            cal.set_client_node(2, made.Get(1 if b_node == "same" else 2).GetId())
+
+    _, b, _ = _kicked_device_scenario(make_calendar, clients, socket_path, log, False, False,
+                                      nodes)
+    assert b.result()["status"] == "ok"
+    assert b.run_times() == [REQUESTED]
+    lowered = [line for line in log.read_text().splitlines()
+               if " 1 <- FREE_UNTIL" in line and line.endswith(f"time={REQUESTED}")]
+    assert bool(lowered) is stops
+    assert _stopped_for(log, 1, 2, KICK_AT, REQUESTED) is stops
+
+
+_KICK_RELAY = r"""
+#include "ns3/string.h"
+#include "ns3/uinteger.h"
+namespace ns3uml_relay {
+// A guest's network interface whose transmit kicks go to a device that another client
+// serves, as wmediumd serves UML's radios: the hook runs while the guest waits for the
+// kick's reply. Its frames are never taken (nothing in ns-3 is scheduled for them).
+class Device : public ns3::VirtioNetDevice {
+  public:
+    std::function<void()> onTxKick; // set through SetHook
+
+  protected:
+    void OnKick(uint32_t queue) override {
+        if (queue != ns3::vhost::NET_TX_QUEUE) {
+            ns3::VirtioNetDevice::OnKick(queue);
+        } else if (onTxKick) {
+            onTxKick();
+        }
+    }
+};
+ns3::Ptr<Device> Make(ns3::Ptr<ns3::UmlGuestScheduler> scheduler, const std::string& path,
+                      uint64_t clientId) {
+    ns3::Ptr<Device> d = ns3::CreateObject<Device>();
+    d->SetAttribute("SocketPath", ns3::StringValue(path));
+    d->SetAttribute("ClientId", ns3::UintegerValue(clientId));
+    d->SetMac(ns3::Mac48Address("02:75:00:00:00:01"));
+    d->SetScheduler(scheduler);
+    d->Listen();
+    return d;
+}
+void SetHook(ns3::Ptr<Device> d, std::function<void()> hook) { d->onTxKick = hook; }
+}
+"""
+
+
+@pytest.mark.parametrize("shm, b_shm", [(False, False), (True, True), (True, False)],
+                         ids=["messages", "shm", "shm-guest"])
+def test_a_guest_never_passes_the_request_of_the_device_client_it_kicked(
+        uml_kernel, make_calendar, clients, socket_path, tmp_path, shm, b_shm):
+    # A real guest sends its first frame; the device is b's, which asks to run DELIVERY
+    # later before it answers the kick. The guest, with no event ahead, must stop there.
+    # (With both on the page, the guest's own kernel reads b's lowering there; otherwise
+    # the calendar must lower it.)
+    import cppyy
+
+    from ns3_uml.guest import GuestConfig, GuestProcess, InterfaceConfig
+
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=2, shared_memory=shm, log=log)
+    if not hasattr(cppyy.gbl, "ns3uml_relay"):
+        cppyy.cppdef(_KICK_RELAY)
+    net = tmp_path / "net.sock"
+    relay = cppyy.gbl.ns3uml_relay.Make(cal.impl.GetGuestScheduler(), str(net), 1)
+    device, line = socket.socketpair()
+    b = clients(socket_path, 2, [{"op": "wait_irq", "delay_ns": DELIVERY}], shm=b_shm, irq=line)
+    kicks: list[tuple[int, str]] = []
+
+    def on_tx_kick() -> None:
+        if kicks:
+            return
+        state = {c["id"]: c["state"] for c in cal.summary()["clients"]}[1]
+        kicks.append((cal.now_ns(), state))
+        device.sendall(b"\x01")
+        cal.impl.WaitForReply(device.fileno(), 2)
+        assert device.recv(1) == b"\x00"
+
+    cppyy.gbl.ns3uml_relay.SetHook(relay, on_tx_kick)
+    cfg = GuestConfig(name="g", client_id=1, tt_socket=socket_path, workdir=tmp_path / "g",
+                      commands=["ping -c 1 -W 1 10.0.0.2"],
+                      interfaces=[InterfaceConfig(net, "10.0.0.1/24")])
+    try:
+        with GuestProcess(cfg, uml_kernel) as guest:
+            cal.register_process(1, guest.pid)
+            cal.run()
+            assert guest.wait(timeout=60) == 0, guest.console_log.read_text(errors="replace")
+    finally:
+        cppyy.gbl.ns3uml_relay.SetHook(relay, cppyy.nullptr)
+        relay.Close()
+        device.close()
+    assert len(kicks) == 1 and kicks[0][1] == "running"
+    requested = kicks[0][0] + DELIVERY
+    rb = b.result()
+    assert rb["status"] == "ok"  # its interrupt's work ran at exactly its time
+    assert b.run_times() == [requested]
+    assert _stopped_for(log, 1, 2, kicks[0][0], requested)
 
 
 @pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])

@@ -176,13 +176,9 @@ UmlCalendar::HandleMessage(Client* c, const tt::Message& msg)
         return;
     case tt::OP_START:
         Fail("protocol", c, "sent START twice");
-    case tt::OP_REQUEST: {
-        tt::ShmClient* rec = Record(c);
-        ShmStore(&rec->req_time, msg.time + c->offset);
-        ShmStore(&rec->flags, ShmLoad(&rec->flags) | tt::FLAG_REQ_RUN);
-        conn.Ack(msg.seq, 0);
+    case tt::OP_REQUEST:
+        HandleRequest(c, msg);
         return;
-    }
     case tt::OP_WAIT:
         HandleWait(c, msg);
         return;
@@ -206,6 +202,23 @@ UmlCalendar::HandleMessage(Client* c, const tt::Message& msg)
     default:
         Fail("protocol", c, "sent unknown op " + std::to_string(msg.op));
     }
+}
+
+void
+UmlCalendar::HandleRequest(Client* c, const tt::Message& msg)
+{
+    // Only recorded: it becomes an event at the next fixed point (docs/DESIGN.md rule 6).
+    uint64_t req = msg.time + c->offset;
+    tt::ShmClient* rec = Record(c);
+    ShmStore(&rec->req_time, req);
+    ShmStore(&rec->flags, ShmLoad(&rec->flags) | tt::FLAG_REQ_RUN);
+    if (c->state == State::WAITING && req < tt::TIME_NEVER)
+    {
+        // Interrupted while another client runs (a device it serves was kicked): that one
+        // must stop there, and know it, before this client is answered (rule 2).
+        LowerFreeUntilNs(c->context, req);
+    }
+    c->conn->Ack(msg.seq, 0);
 }
 
 void
@@ -254,6 +267,11 @@ UmlCalendar::HandleUpdate(Client* c, const tt::Message& msg)
                  std::to_string(c->grantNs) + " ns");
     }
     c->runTs = NsToTs(t);
+    if (c->page && !c->shm)
+    {
+        // A shared-memory client it interrupts reads "now" from the page.
+        c->page->SetCurrentTime(t);
+    }
     c->conn->Ack(msg.seq, 0);
 }
 

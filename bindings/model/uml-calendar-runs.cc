@@ -114,10 +114,10 @@ UmlCalendar::StartRun(Client* c, uint64_t now)
     m_clientRunTrace(c->Id(), NanoSeconds(now));
     if (c->page)
     {
-        if (c->shm)
-        {
-            c->page->SetCurrentTime(now);
-        }
+        // Its time (a message-mode client's too: a shared-memory client it interrupts reads
+        // "now" there) and its slot, whose capability tells the others whether to post
+        // their requests in the page or send them.
+        c->page->SetCurrentTime(now);
         c->page->SetRunningId(c->slot);
     }
     // In message mode UML forgot its free-until at WAIT: grant it again with every RUN.

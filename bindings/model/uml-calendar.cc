@@ -263,12 +263,8 @@ UmlCalendar::CurrentTs() const
 void
 UmlCalendar::EventInserted(uint64_t ts, uint32_t context)
 {
-    // docs/DESIGN.md rule 2: the running client must not run past an event it just caused
-    // (one that can reach it: its own group's, or a global one).
-    if (m_running && Reaches(context, m_running->context))
-    {
-        LowerFreeUntilNs(TsToNs(ts));
-    }
+    // docs/DESIGN.md rule 2: the running client must not run past an event it just caused.
+    LowerFreeUntilNs(context, TsToNs(ts));
 }
 
 void
@@ -550,11 +546,26 @@ UmlCalendar::SetFreeUntil(Client* c, uint64_t ns, bool confirm)
 }
 
 void
-UmlCalendar::LowerFreeUntilNs(uint64_t ns)
+UmlCalendar::LowerFreeUntilNs(uint32_t context, uint64_t ns)
 {
-    if (m_running && ns < m_running->grantNs)
+    // Only what can reach the running client stops it (its own group's, or a global one),
+    // and never before the time it reached: UML's time cannot go back.
+    Client* r = m_running;
+    if (!r || !Reaches(context, r->context))
     {
-        SetFreeUntil(m_running, ns, true);
+        return;
+    }
+    ns = std::max(ns, CurrentNs());
+    uint64_t granted = r->grantNs;
+    if (r->shm)
+    {
+        // A waiting client on its page may have lowered it already, as UML's
+        // time_travel_ext_update_request does: never raise it again.
+        granted = std::min(granted, r->page->GetFreeUntil());
+    }
+    if (ns < granted)
+    {
+        SetFreeUntil(r, ns, true);
     }
 }
 

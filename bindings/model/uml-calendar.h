@@ -207,6 +207,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void HandleMessage(Client* c, const tt::Message& msg);
     void HandleStart(Client* c, const tt::Message& msg);
     uint16_t FreeSlot(const TtSharedMemory* page) const;
+    void HandleRequest(Client* c, const tt::Message& msg);
     void HandleWait(Client* c, const tt::Message& msg);
     void HandleUpdate(Client* c, const tt::Message& msg);
     void HandleBroadcast(Client* c, const tt::Message& msg);
@@ -229,7 +230,9 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     /** Grant a client free running up to ns; with confirm, a message-mode client must
      * have acknowledged it before this returns. */
     void SetFreeUntil(Client* c, uint64_t ns, bool confirm);
-    void LowerFreeUntilNs(uint64_t ns);
+    /** Something with this context will happen at ns: the running client, if it can reach
+     * it, must not run past it (docs/DESIGN.md rule 2). */
+    void LowerFreeUntilNs(uint32_t context, uint64_t ns);
     int64_t YieldTimeoutMs() const;
 
     // Attributes

@@ -26,15 +26,17 @@ The classes build on each other (``TTConnection`` <- ``TTClient`` <-
 ``HostileTTClient``); ``errors`` holds what they raise.
 
 Command line: ``python -m ns3_uml.testing.tt_client --socket PATH --id N
-[--no-shm] [--script JSON|@file] [--out FILE] [--irq-socket PATH] [--offset NS]
-[--tod-start NS] [--timeout S]``.  The script is a JSON list of steps, run
-while the client is running after START:
+[--no-shm] [--script JSON|@file] [--out FILE] [--irq-socket PATH | --irq-fd N]
+[--device-fd N] [--offset NS] [--tod-start NS] [--timeout S]``.  The script is a
+JSON list of steps, run while the client is running after START:
 
 * ``{"op": "get_tod"}``, ``{"op": "update"}`` (propagate_time),
   ``{"op": "broadcast", "value": V}``, ``{"op": "idle"}`` (one idle pass)
 * ``{"op": "sleep", "ns": N}``, ``{"op": "sleep_until", "t": T}``,
   ``{"op": "ndelay", "ns": N}``, ``{"op": "read_clock", "count": K}``
-* ``{"op": "wait_irq", "count": K}``: idle until K more interrupts ran
+* ``{"op": "wait_irq", "count": K, "delay_ns": D}``: idle until K more interrupts ran,
+  each one's work due D ns after it came (default 0)
+* ``{"op": "kick"}``: kick the device on the device line and wait for its reply
 * ``{"op": "repeat", "count": K, "steps": [...]}``
 * ``{"op": "exit"}``: poweroff now (close while running)
 * error injection: ``{"op": "hang", "seconds": S}`` (forever without S),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 
 from ns3_uml.testing.tt_client.client import DEFAULT_ID, TTClient
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", help="JSON list of steps, or @file")
     parser.add_argument("--out", help="write the JSON result here (default stdout)")
     parser.add_argument("--irq-socket", help="socket path delivering interrupts")
+    parser.add_argument("--irq-fd", type=int, default=None,
+                        help="inherited stream socket delivering interrupts")
+    parser.add_argument("--device-fd", type=int, default=None,
+                        help="inherited stream socket to a device another client serves")
     parser.add_argument("--offset", type=int, default=None,
                         help="calendar time at START, if known (message mode)")
     parser.add_argument("--tod-start", type=int, default=None,
@@ -56,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # a well-behaved script gets a plain client, so that it cannot break the protocol
     cls = HostileTTClient if needs_hostile(steps) else TTClient
+    irq = args.irq_socket if args.irq_fd is None else socket.socket(fileno=args.irq_fd)
+    device = None if args.device_fd is None else socket.socket(fileno=args.device_fd)
     client = cls(args.socket, client_id, use_shm=not args.no_shm,
-                 irq=args.irq_socket, tod_start=args.tod_start,
+                 irq=irq, device=device, tod_start=args.tod_start,
                  offset=args.offset, timeout=args.timeout)
     status, error = 0, None
     try:

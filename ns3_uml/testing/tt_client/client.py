@@ -99,8 +99,9 @@ class TTClient(TTConnection):
     ``use_shm=False`` makes the client refuse shared memory (it still receives
     and closes the fds, as UML always does).  ``irq`` is a connected stream
     socket or a path to connect to before START; each byte on it is one device
-    interrupt.  ``tod_start`` mirrors UML's ``time-travel-start=`` (no GET_TOD
-    then).  ``offset`` is the calendar time at START if the caller knows it
+    interrupt.  ``device`` is a connected stream socket to a device another client
+    serves (:meth:`kick`).  ``tod_start`` mirrors UML's ``time-travel-start=`` (no
+    GET_TOD then).  ``offset`` is the calendar time at START if the caller knows it
     (message mode cannot learn it; shm mode uses the page's value).
     ``timeout`` (seconds) bounds every blocking wait; UML has none.
     ``publish_before_wait``: patch 0004's propagate_time() before WAIT.
@@ -111,12 +112,13 @@ class TTClient(TTConnection):
                  sock: socket.socket | None = None,
                  use_shm: bool = True,
                  irq: str | socket.socket | None = None,
+                 device: socket.socket | None = None,
                  tod_start: int | None = None,
                  offset: int | None = None,
                  timeout: float | None = None,
                  publish_before_wait: bool = True) -> None:
         super().__init__(socket_path, sock=sock, irq=irq, use_shm=use_shm,
-                         timeout=timeout)
+                         timeout=timeout, device=device)
         self.client_id = client_id & U64_MASK
         self.publish_before_wait = publish_before_wait
 
@@ -149,6 +151,9 @@ class TTClient(TTConnection):
         self.tods: list[int] = []
         self.timers_fired = 0
         self.irqs_handled = 0
+        # how long after an interrupt its work is due (0: at once, as UML's handlers; a
+        # device client such as wmediumd delivers a frame later)
+        self.irq_delay = 0
         self._warned_unknown = False
 
     # ------------------------------------------------------------------
@@ -485,8 +490,7 @@ class TTClient(TTConnection):
         """time_travel_add_irq_event() for the modelled device interrupt."""
         self.ext_get_time()
         was_pending = self.irq_event.pending
-        # no latency modelled: run the interrupt at exactly "now"
-        self.add_event(self.time, event=self.irq_event)
+        self.add_event(self.time + self.irq_delay, event=self.irq_event)
         if was_pending:
             if self.irqs:
                 self.irqs[-1]["coalesced"] = self.irqs[-1].get("coalesced", 0) + 1
@@ -504,6 +508,14 @@ class TTClient(TTConnection):
                 rec["handled_calendar"] = self.calendar_time()
                 break
         self._record("irq_handled")
+
+    def kick(self) -> None:
+        """A kick of a device that another client serves (virtio_uml's vu_notify with
+        REPLY_ACK): the time is told first, then the reply is awaited while the time socket
+        is served, since the device's client asks the calendar for time before it answers."""
+        self.propagate_time()
+        self._record("kick")
+        self._kick_device()
 
     def get_tod(self) -> int:
         """Wall clock as read_persistent_clock64() computes it (boot sequence)."""
@@ -548,7 +560,7 @@ class TTClient(TTConnection):
         if self.closed:
             return
         self.closed = True
-        self._close_irq()
+        self._close_lines()
         if self._sock is not None:
             self._sock.close()
         if self.shm is not None:

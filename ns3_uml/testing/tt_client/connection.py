@@ -4,6 +4,8 @@ The time socket to the calendar: one ``struct um_timetravel_msg`` per write and 
 (``time_travel_handle_message``'s read part), the fds of the START ACK, the ``os_poll`` waits.
 The interrupt line, an "irq" stream socket modelling a vhost-user device: every byte on it is
 one interrupt message, read like ``vu_req_read_message`` does and answered with one byte.
+The device line, its other end: a device this client drives and another client serves (as
+wmediumd serves UML's hwsim radios); a kick is one byte, its reply one byte.
 Interrupts are taken where UML takes SIGIO time-travel handlers: while waiting for RUN, and at
 interrupt points while running, never inside an ACK wait (UML blocks signals hard there and
 runs the handlers right after).
@@ -51,7 +53,8 @@ class TTConnection:
 
     def __init__(self, socket_path: str | None, *, sock: socket.socket | None,
                  irq: str | socket.socket | None, use_shm: bool,
-                 timeout: float | None) -> None:
+                 timeout: float | None,
+                 device: socket.socket | None = None) -> None:
         if socket_path is None and sock is None:
             raise ValueError("need socket_path or sock")
         self.socket_path = socket_path
@@ -60,6 +63,7 @@ class TTConnection:
         self._sock = sock
         self._irq_spec = irq
         self._irq: socket.socket | None = None
+        self._device = device
         self._poll_time: select.poll | None = None
         self._poll_both: select.poll | None = None
         self._signals_blocked = 0           # block_signals_hard depth
@@ -83,6 +87,10 @@ class TTConnection:
 
     def add_irq_event(self) -> None:
         """time_travel_add_irq_event() (the client's): one interrupt message arrived."""
+
+    def serve_message(self) -> None:
+        """One time message while a device waits (the client's); a bare connection reads it."""
+        self._read_msg(TTMH_READ)
 
     def _record(self, event: str, **extra: Any) -> dict[str, Any]:
         entry = {"event": event}
@@ -262,6 +270,37 @@ class TTConnection:
                         self._warn("irq reply failed: peer gone")
         finally:
             self._in_irq = False
+
+    # ------------------------------------------------------------------
+    # the device line
+    # ------------------------------------------------------------------
+    def _kick_device(self) -> None:
+        """Kick the device and wait for its reply, serving the time socket meanwhile, as
+        ``vhost_user_recv`` does in ``time_travel_wait_readable`` (device socket first)."""
+        if self._device is None:
+            raise ValueError("kick needs a device line (--device-fd)")
+        self._device.sendall(b"\x01")
+        poller = select.poll()
+        poller.register(self._device, select.POLLIN)
+        poller.register(self._require_sock(), select.POLLIN)
+        dfd = self._device.fileno()
+        timeout = None if self.timeout is None else self.timeout * 1000.0
+        while True:
+            ready = {fd for fd, _ in poller.poll(timeout)}
+            if not ready:
+                raise TTTimeout(f"no reply from the device in {self.timeout} s")
+            if dfd in ready:
+                if not self._device.recv(1):
+                    raise TTLinkBroken("the device closed its line")
+                return
+            self.serve_message()
+
+    def _close_lines(self) -> None:
+        """Close the interrupt and device lines."""
+        self._close_irq()
+        if self._device is not None:
+            self._device.close()
+            self._device = None
 
     def _close_irq(self) -> None:
         if self._irq is not None:

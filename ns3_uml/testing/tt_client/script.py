@@ -57,8 +57,11 @@ def _run_steps(client: TTClient, steps: Iterable[dict[str, Any]]) -> None:
         elif op == "broadcast":
             client.broadcast(int(step["value"]))
         elif op == "wait_irq":
+            client.irq_delay = int(step.get("delay_ns", 0))
             for _ in range(int(step.get("count", 1))):
                 client.wait_irq()
+        elif op == "kick":
+            client.kick()
         elif op == "repeat":
             for _ in range(int(step["count"])):
                 _run_steps(client, step["steps"])
