@@ -88,12 +88,13 @@ class ExternalClient:
             self._group.kill()
 
 
-def listening_problem(path: Path) -> str | None:
+def listening_problem(path: str | os.PathLike[str]) -> str | None:
     """Why no process serves the unix socket ``path`` (None: one listens there).
 
     Read from /proc/net/unix rather than by connecting: a vhost-user server takes any
     connection for a front-end, and may drop its device when that one closes.
     """
+    path = os.path.abspath(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -109,7 +110,7 @@ def listening_problem(path: Path) -> str | None:
             if len(fields) == 8 and int(fields[3], 16) & _SO_ACCEPTCON:
                 bound = fields[7].rstrip("\n")
                 # A server that bound a relative path is listed with that path.
-                if bound == str(path) or (not bound.startswith("/")
-                                          and str(path).endswith("/" + bound.lstrip("./"))):
+                if bound == path or (not bound.startswith("/")
+                                     and path.endswith("/" + bound.removeprefix("./"))):
                     return None
     return "it is a socket file, but no process listens on it (a stale file?)"

@@ -297,12 +297,12 @@ class Simulation:
         self._clients.append(client)
         return client
 
-    def _check_id_free(self, client_id: int, who: str,
-                       itself: ExternalClient | None = None) -> None:
-        """ValueError if a guest or another external client has ``client_id`` already."""
+    def _check_id_free(self, client_id: int, who: str, clients: bool = True) -> None:
+        """ValueError if a guest (or, with ``clients``, an external client) has
+        ``client_id`` already."""
         owner = next((f"guest {n.name!r}" for n in self._guests if n.client_id == client_id),
                      None) or next((f"external client {c.name!r}" for c in self._clients
-                                    if c.client_id == client_id and c is not itself), None)
+                                    if clients and c.client_id == client_id), None)
         if owner is not None:
             raise ValueError(f"{who}: client id {client_id} is {owner}'s (guests have 1, 2, "
                              "... in the order added): give the external client another")
@@ -594,7 +594,9 @@ class Simulation:
                 "setup", client_id, f"sent START id {client_id}, not the client_id "
                 f"{client.client_id} it was given (does its command line give it?)"))
         try:
-            self._check_id_free(client_id, f"external client {client.name!r}", client)
+            # Clients among themselves: the calendar's to judge (it refuses two live
+            # clients with one id, unless it gives several ~0 clients ids of their own).
+            self._check_id_free(client_id, f"external client {client.name!r}", clients=False)
         except ValueError as exc:
             raise self._client_error(client, CalendarError("setup", client_id, str(exc)))
         client.client_id = client_id
@@ -775,8 +777,8 @@ class Simulation:
 
     # ------------------------------------------------------------------ the end
     def close(self) -> None:
-        """Stop every guest, destroy the ns-3 simulation and remove the sockets. Results and
-        files in ``workdir`` stay readable."""
+        """Stop every guest and external client, destroy the ns-3 simulation and remove the
+        sockets. Results and files in ``workdir`` stay readable."""
         if self._closed:
             return
         self._closed = True
