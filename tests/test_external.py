@@ -210,8 +210,9 @@ def test_a_device_nobody_serves_is_refused_before_boot(uml_kernel, tmp_path, sho
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(short_dir / "stale.sock"))  # bound, never listening
     stale.close()
-    for path, problem in [(short_dir / "none.sock", "there is no socket there"),
-                          (short_dir / "stale.sock", "a socket file, but no process listens on it")]:
+    for path, problem in [
+            (short_dir / "none.sock", "there is no socket there"),
+            (short_dir / "stale.sock", "a socket file, but no process listens on it")]:
         with Simulation(workdir=tmp_path / path.stem, seed=1) as sim:
             a = sim.add_node("a", run=["true"])
             a.add_vhost_user_device(path, VIRTIO_ID_MAC80211_HWSIM)
