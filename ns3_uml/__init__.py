@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .calendar import Calendar, CalendarError
+    from .external import ExternalClient
     from .guest import CommandResult
     from .limits import HostLimitError
     from .node import NativeNode, Node, UmlNode
-    from .simulation import GuestError, Simulation
+    from .simulation import ExternalClientError, GuestError, Simulation
     from .sweeps import sweep
 
 #: Each public name and the module it lives in.
@@ -28,6 +29,8 @@ _HOMES = {
     "Calendar": "calendar",
     "CalendarError": "calendar",
     "CommandResult": "guest",
+    "ExternalClient": "external",
+    "ExternalClientError": "simulation",
     "GuestError": "simulation",
     "HostLimitError": "limits",
     "NativeNode": "node",

@@ -138,6 +138,18 @@ class Calendar:
         death (not a clean power-off) stops the run with an error naming it."""
         self._impl.RegisterProcess(client_id, pid)
 
+    def admit_process(self, pid: int, timeout: float) -> int:
+        """Serve until the client that child process ``pid`` runs has connected and yielded
+        once (no other client may connect meanwhile: the one admitted is taken for its);
+        register ``pid`` as its process and return its START id. A "crash" CalendarError
+        if the process ends before, "timeout" after ``timeout`` wall seconds, "setup" if it
+        left before its first WAIT."""
+        self._install_interrupt()
+        try:
+            return int(self._call(self._impl.AdmitProcess, pid, float(timeout)))
+        finally:
+            self._remove_interrupt()
+
     def set_client_node(self, client_id: int, node_id: int) -> None:
         """Tell the calendar which ns-3 node a client is the guest of: it then belongs to the
         node's independent group (a client without a node stops for every event)."""

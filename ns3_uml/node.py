@@ -7,13 +7,15 @@ The Simulation owns its nodes; a node never sees the Simulation, only the small
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from .bridge import bridge_interface, guest_mac
 from .guest import (Command, CommandResult, GuestConfig, GuestProcess, InterfaceConfig,
-                    check_command_name, default_command_name, guest_seed, interface_name)
+                    VhostUserDevice, check_command_name, default_command_name, guest_seed,
+                    interface_name)
 from .units import parse_time
 
 if TYPE_CHECKING:
@@ -264,6 +266,17 @@ class UmlNode(Node):
         if ip is not None:
             self.addresses.append(ipaddress.IPv4Interface(ip))
         return interface_name(k)
+
+    def add_vhost_user_device(self, socket: str | os.PathLike[str], device_id: int) -> None:
+        """Give the guest a virtio device that another process serves over vhost-user at
+        ``socket`` (an absolute path of at most 107 bytes: ``sim.socket_dir`` is short),
+        of virtio id ``device_id``: e.g. ``VIRTIO_ID_MAC80211_HWSIM``
+        (``ns3_uml.vhost_protocol``) for wmediumd's ``-u`` socket, or ``VIRTIO_ID_NET``.
+        The guest probes it after its interfaces and its console, so they keep their
+        names. Something must listen there when the guest boots (an external client of
+        the simulation, or a process of your own): the first run checks."""
+        self._context.check_building()
+        self.config.vhost_user_devices.append(VhostUserDevice(Path(socket), device_id))
 
     def add_route(self, destination: str, via: str) -> None:
         """Route ``destination`` ("10.1.0.0/24" or "default") through the gateway ``via``."""

@@ -17,6 +17,7 @@ from .calendar import Calendar, CalendarError
 from .commands import CommandHandle, CommandTimeout
 from .console import console_device
 from .cpu import CpuChoice, check_choice, claimed, on_cpu
+from .external import ExternalClient, listening_problem
 from .guest import COMMANDS_NOT_BEFORE, IPV6_OFF_SYSCTLS, Command, CommandResult, check_node_name
 from .guest.agent import ensure_agent
 from .kernel import ensure_kernel
@@ -44,6 +45,28 @@ class GuestError(CalendarError):
         self.node = node
         #: Its console log, the first place to look.
         self.console_log = console_log
+
+
+def _last_lines(path: Path, n: int) -> str:
+    """The last ``n`` non-empty lines of a log, joined by " | " ("" if none)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return " | ".join([line.strip() for line in lines if line.strip()][-n:])
+
+
+class ExternalClientError(GuestError):
+    """A run stopped because of an external client (``Simulation.add_client``): ``client``
+    is its name, ``log`` its standard error (``node`` and ``console_log`` are None)."""
+
+    def __init__(self, kind: str, client_id: int | None, message: str, client: str,
+                 log: Path) -> None:
+        super().__init__(kind, client_id, message, None, None)
+        #: The external client's name.
+        self.client = client
+        #: Its standard error, the first place to look.
+        self.log = log
 
 
 class _GuestCommands:
@@ -171,6 +194,7 @@ class Simulation:
         #: Every node by name, guests and native nodes, in the order added.
         self.nodes: dict[str, Node] = {}
         self._guests: list[UmlNode] = []
+        self._clients: list[ExternalClient] = []
         self._subnets = 0
         self._links: dict[str, int] = {}
         self._pcap_files: list[Any] = []
@@ -217,6 +241,7 @@ class Simulation:
         ``offloads``: whether its interfaces offer checksum offload and TSO/USO (default:
         the simulation's ``offloads``)."""
         self._check_name(name)
+        self._check_id_free(len(self._guests) + 1, f"guest {name!r}")
         node = UmlNode(self._node_context, name, len(self._guests), memory or self.memory,
                        stop_at=stop_at, kernel_args=kernel_args, offloads=offloads,
                        rx_coalesce=rx_coalesce, rx_coalesce_frames=rx_coalesce_frames)
@@ -236,6 +261,68 @@ class Simulation:
         node = NativeNode(self._node_context, name)
         self.nodes[name] = node
         return node
+
+    def add_client(self, argv: Sequence[str | os.PathLike[str]], *, name: str,
+                   client_id: int | None = None, env: dict[str, str] | None = None,
+                   connect_timeout: float = 30.0) -> ExternalClient:
+        """A program that joins the calendar as a time-travel client, as a device simulator
+        does (wmediumd's ``-t`` socket, any usfstl or UML client): ``argv`` is its command
+        line, which gives it ``sim.calendar_socket`` and, if it takes one, ``client_id``.
+        Short paths for sockets it serves to guests (``node.add_vhost_user_device``):
+        ``sim.socket_dir``.
+
+        It is started at the first ``run()``, before the guests boot, and admitted on its
+        own (it has ``connect_timeout`` wall seconds to connect and yield once), clients in
+        the order added; its output goes to ``<workdir>/<name>/stdout.log`` and
+        ``stderr.log``. ``close()`` ends it (it sees the calendar go; then SIGTERM, then
+        SIGKILL). ``client_id``: the START id it sends; None: whatever it sends (a UML or
+        wmediumd without one sends ~0), known once it has joined. Guests have the ids 1,
+        2, ... in the order added: give another. ``env``: more environment variables.
+
+        It joins no node's independent group: it stops for every event and every guest
+        stops for its events. Runs repeat only if it behaves the same given the same
+        times. If it exits before it has joined, never joins, or crashes later (a signal, a
+        non-zero exit), the run stops with an ExternalClientError naming it; an exit with
+        status 0 once joined is a departure, as a guest's power-off."""
+        self._check_name(name)
+        if client_id is not None:
+            if isinstance(client_id, bool) or not isinstance(client_id, int) \
+                    or not 0 <= client_id < 1 << 64:
+                raise ValueError(f"client_id {client_id!r}: a START id is an unsigned 64-bit "
+                                 "number")
+            self._check_id_free(client_id, f"external client {name!r}")
+        if connect_timeout <= 0:
+            raise ValueError(f"connect_timeout must be positive, not {connect_timeout!r}")
+        client = ExternalClient(name, argv, self.workdir, client_id, env, connect_timeout)
+        self._clients.append(client)
+        return client
+
+    def _check_id_free(self, client_id: int, who: str, clients: bool = True) -> None:
+        """ValueError if a guest (or, with ``clients``, an external client) has
+        ``client_id`` already."""
+        owner = next((f"guest {n.name!r}" for n in self._guests if n.client_id == client_id),
+                     None) or next((f"external client {c.name!r}" for c in self._clients
+                                    if clients and c.client_id == client_id), None)
+        if owner is not None:
+            raise ValueError(f"{who}: client id {client_id} is {owner}'s (guests have 1, 2, "
+                             "... in the order added): give the external client another")
+
+    @property
+    def clients(self) -> list[ExternalClient]:
+        """The external time-travel clients, in the order added."""
+        return list(self._clients)
+
+    @property
+    def calendar_socket(self) -> Path:
+        """Where time-travel clients connect (``time-travel=ext:ID:PATH``, wmediumd's
+        ``-t PATH``); it exists from the Simulation's creation to ``close()``."""
+        return self.calendar.socket_path
+
+    @property
+    def socket_dir(self) -> Path:
+        """A short private directory for unix sockets (their paths may have at most 107
+        bytes), removed at ``close()``: where an external client can serve its devices."""
+        return self._sockdir
 
     def node(self, name: str) -> Node:
         """The node called ``name``."""
@@ -287,8 +374,8 @@ class Simulation:
 
     def _check_name(self, name: str) -> None:
         self._check_building()
-        if name in self.nodes:
-            raise ValueError(f"there is already a node named {name!r}")
+        if name in self.nodes or any(c.name == name for c in self._clients):
+            raise ValueError(f"there is already a node or client named {name!r}")
         check_node_name(name)
 
     def _check_building(self) -> None:
@@ -461,12 +548,15 @@ class Simulation:
         self._booted = True
         loop = self._run_loop()
         try:
-            self.calendar.impl.ExpectClients(len(self._guests))
+            self.calendar.impl.ExpectClients(len(self._guests) + len(self._clients))
             for node in self._guests:
                 cfg = node.config
                 cfg.console_socket = self._sockdir / f"con{node.index}.sock"
                 cfg.agent = agent
-                self.calendar.set_client_node(node.client_id, node.ns3_node.GetId())
+                if not cfg.vhost_user_devices:
+                    # Another process's device couples its guests outside ns-3's channels,
+                    # so such a guest joins no independent group (it is global).
+                    self.calendar.set_client_node(node.client_id, node.ns3_node.GetId())
                 device = console_device(cfg.console_socket, node.client_id,
                                         node.ns3_node.GetId(), self.calendar,
                                         stop_types=wake_mask())
@@ -478,12 +568,49 @@ class Simulation:
                                 at_ns=None if c.at is None else parse_time(c.at),
                                 scheduled=True)
                 loop.sessions[node.name] = session
-            with on_cpu(self.cpus):  # the guests inherit the thread's CPU
+            with on_cpu(self.cpus):  # the clients and guests inherit the thread's CPU
+                # The external clients first, one at a time (docs/DESIGN.md rule 7): the
+                # order is the script's, and the devices they serve are there for the guests.
+                for client in self._clients:
+                    self._admit(client)
+                self._check_vhost_user_devices()
                 for node in self._guests:
                     self.calendar.register_process(node.client_id, node.boot(kernel))
         except BaseException as exc:
             self._fail(exc)
             raise
+
+    def _admit(self, client: ExternalClient) -> None:
+        """Start ``client`` and serve the calendar until it has joined."""
+        pid = client.start()
+        try:
+            client_id = self.calendar.admit_process(pid, client.connect_timeout)
+        except CalendarError as exc:
+            if exc.kind == "interrupted":
+                raise KeyboardInterrupt(str(exc)) from None
+            raise self._client_error(client, exc) from None
+        if client.client_id is not None and client_id != client.client_id:
+            raise self._client_error(client, CalendarError(
+                "setup", client_id, f"sent START id {client_id}, not the client_id "
+                f"{client.client_id} it was given (does its command line give it?)"))
+        try:
+            # Clients among themselves: the calendar's to judge (it refuses two live
+            # clients with one id, unless it gives several ~0 clients ids of their own).
+            self._check_id_free(client_id, f"external client {client.name!r}", clients=False)
+        except ValueError as exc:
+            raise self._client_error(client, CalendarError("setup", client_id, str(exc)))
+        client.client_id = client_id
+
+    def _check_vhost_user_devices(self) -> None:
+        """A guest's devices that other processes serve must be listening before it boots:
+        UML gives up on a device it cannot connect to and boots without it."""
+        for node in self._guests:
+            for dev in node.config.vhost_user_devices:
+                problem = listening_problem(dev.socket)
+                if problem is not None:
+                    raise self._guest_error(CalendarError(
+                        "setup", node.client_id, f"its vhost-user device {dev.device_id} at "
+                        f"{dev.socket}: {problem}"))
 
     def _advance(self, until_ns: int | None, done: Callable[[], bool]) -> None:
         """Run the loop; on any error the guests go and the simulation cannot go on."""
@@ -517,6 +644,10 @@ class Simulation:
         return int(self.calendar.impl.GetProgressNs())
 
     def _guest_error(self, exc: CalendarError) -> GuestError:
+        client = next((c for c in self._clients
+                       if c.client_id is not None and c.client_id == exc.client_id), None)
+        if client is not None:
+            return self._client_error(client, exc)
         node = next((n for n in self._guests if n.client_id == exc.client_id), None)
         where = f"guest {node.name!r}: " if node else ""
         log = node.console_log if node else None
@@ -524,9 +655,20 @@ class Simulation:
         return GuestError(exc.kind, exc.client_id, f"{where}{exc}{hint}",
                           node.name if node else None, log)
 
+    @staticmethod
+    def _client_error(client: ExternalClient, exc: CalendarError) -> ExternalClientError:
+        tail = _last_lines(client.stderr_log, 3)
+        said = f"; it said: {tail}" if tail else ""
+        return ExternalClientError(
+            exc.kind, exc.client_id if exc.client_id is not None else client.client_id,
+            f"external client {client.name!r}: {exc}{said} (stderr: {client.stderr_log})",
+            client.name, client.stderr_log)
+
     def _kill_guests(self) -> None:
         for node in self._guests:
             node.stop()  # a no-op for a guest that has already exited
+        for client in self._clients:
+            client.kill()
 
     # ------------------------------------------------------------------ guest commands
     # What _GuestCommands hands on: UmlNode's GuestCommands and the handles' CommandService.
@@ -635,19 +777,24 @@ class Simulation:
 
     # ------------------------------------------------------------------ the end
     def close(self) -> None:
-        """Stop every guest, destroy the ns-3 simulation and remove the sockets. Results and
-        files in ``workdir`` stay readable."""
+        """Stop every guest and external client, destroy the ns-3 simulation and remove the
+        sockets. Results and files in ``workdir`` stay readable."""
         if self._closed:
             return
         self._closed = True
         try:
             if self._booted and self._failed is None:
                 self._power_off()
-            self._kill_guests()
+            for node in self._guests:
+                node.stop()
             self.calendar.close()
+            for client in self._clients:
+                client.stop()  # it has seen the calendar go: give it time to end itself
             for file in self._pcap_files:
                 file.Close()  # complete on disk now, even if a script holds the devices
         finally:
+            for client in self._clients:
+                client.kill()  # whatever happened above: nothing is left running
             self._pin.close()
             shutil.rmtree(self._sockdir, ignore_errors=True)
             if Simulation._open is self:

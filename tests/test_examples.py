@@ -83,6 +83,15 @@ def test_router(uml_kernel, tmp_path):
     assert "OK: r routes between the subnets" in out
 
 
+def test_external_client(uml_kernel, tmp_path):
+    out = _run_example("external_client", tmp_path)
+    assert "ticker (client 1000) woke at (ms): 100 200 300 " in out
+    assert "5 packets transmitted, 5 received" in out
+    for check in ("the ticker woke exactly when it asked", "ping measured the link model's RTT",
+                  "alpha has the other process's device as eth1"):
+        assert f"OK: {check}" in out, out
+
+
 def test_sweep_tcp(uml_kernel, tmp_path):
     import pandas as pd  # noqa: PLC0415
 

@@ -1,6 +1,7 @@
 """The seam between devices and the calendar: a VirtioNetDevice driven by a minimal
-``ns3::UmlGuestScheduler`` written here, under ns-3's DefaultSimulatorImpl (no UmlCalendar),
-with the reference vhost-user front-end as the guest."""
+``ns3::UmlGuestScheduler`` (``ns3_uml.testing.standalone_scheduler``), under ns-3's
+DefaultSimulatorImpl (no UmlCalendar), with the reference vhost-user front-end as the
+guest."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 import ns3_uml
 from ns3_uml.bridge import guest_mac
+from ns3_uml.testing.standalone_scheduler import standalone_scheduler
 from ns3_uml.testing.vhost_frontend import VhostUserFrontend
 
 from conftest import _is_calendar_kind, open_fds
@@ -20,29 +22,9 @@ from conftest import _is_calendar_kind, open_fds
 CLIENT_ID = 0x51
 CONTEXT = 7  # the node id the device's frames enter ns-3 under
 
-_SCHEDULER = r"""
+_RECORDER = r"""
 #include "ns3/simulator.h"
 namespace ns3uml_seam {
-// Everything a device needs from a scheduler, and nothing of the calendar's.
-class Scheduler : public ns3::SimpleRefCount<Scheduler, ns3::UmlGuestScheduler> {
-  public:
-    ns3::EventLoop& GetEventLoop() override { return m_loop; }
-    void WaitForReply(int fd, uint64_t clientId) override {
-        waits.push_back(clientId);
-        if (!m_loop.WaitReadable(fd, 10000))
-            throw ns3::UmlError("hang", true, clientId, "no reply");
-    }
-    void ReportDeparture(uint64_t clientId) override { departures.push_back(clientId); }
-    double GetReplyTimeout() const override { return 5.0; }
-    /** Serve the device's sockets for ms milliseconds of wall time. */
-    void ServeFor(int ms) { m_loop.ServeUntil([] { return false; }, ms); }
-    std::vector<uint64_t> waits;
-    std::vector<uint64_t> departures;
-  private:
-    ns3::EventLoop m_loop;
-};
-ns3::Ptr<Scheduler> Make() { return ns3::Create<Scheduler>(); }
-ns3::Ptr<ns3::UmlGuestScheduler> AsScheduler(ns3::Ptr<Scheduler> s) { return s; }
 struct Recorder {
     std::vector<uint32_t> contexts;
     std::vector<uint32_t> sizes;
@@ -66,9 +48,9 @@ def _mac(i: int) -> bytes:
 def _seam() -> Any:
     import cppyy
 
-    ns3_uml._native.load()
+    standalone_scheduler()  # loads ns-3
     if not hasattr(cppyy.gbl, "ns3uml_seam"):
-        cppyy.cppdef(_SCHEDULER)
+        cppyy.cppdef(_RECORDER)
     return cppyy.gbl.ns3uml_seam
 
 
@@ -98,13 +80,13 @@ def test_device_with_a_scheduler_of_its_own(default_simulator: Any, tmp_path: Pa
     seam = _seam()
     fds_before = open_fds()
     path = tmp_path / "net.sock"
-    sched = seam.Make()
+    sched = standalone_scheduler().Make()
     dev = ns.CreateObject["ns3::VirtioNetDevice"]()
     dev.SetAttribute("SocketPath", ns.StringValue(str(path)))
     dev.SetAttribute("ClientId", ns.UintegerValue(CLIENT_ID))
     dev.SetMac(ns.Mac48Address(guest_mac(1)))
     dev.SetContext(CONTEXT)
-    dev.SetScheduler(seam.AsScheduler(sched))
+    dev.SetScheduler(standalone_scheduler().AsScheduler(sched))
     recorder = seam.Recorder()
     assert recorder.Connect(dev)
     dev.Listen()
@@ -131,7 +113,6 @@ def test_device_with_a_scheduler_of_its_own(default_simulator: Any, tmp_path: Pa
             errors.append(exc)
             sent.set()
 
-    sched.ServeFor.__release_gil__ = True
     ns.Simulator.Run.__release_gil__ = True
     thread = threading.Thread(target=guest)
     thread.start()

@@ -19,6 +19,14 @@ class ClientProcesses
     int GetPid(uint64_t clientId) const;
 
     /**
+     * How pid (a child of ours) ended ("killed by signal N", "exited with status N"), or ""
+     * if it has not ended (or is not our child). Never waits, never reaps.
+     */
+    static std::string HowEnded(int pid);
+    /** A pidfd for pid (readable once it has ended), or -1. */
+    static int OpenPidfd(int pid);
+
+    /**
      * If pid (a child of ours) has died abnormally: how ("killed by signal N", "exited with
      * status N"); otherwise "". Waits up to 2 s for it to end (its socket closes before it
      * is reapable) and never reaps it (its owner does).

@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <set>
 #include <sstream>
+#include <unistd.h>
 
 namespace ns3
 {
@@ -415,6 +417,69 @@ UmlCalendar::AdmitClients(uint32_t n)
     Listen();
     ServeClientsUntilAdmitted(m_admission.GetAdmitted() + n);
     SyncRequests();
+}
+
+uint64_t
+UmlCalendar::AdmitProcess(int pid, double timeoutS)
+{
+    NS_LOG_FUNCTION(this << pid << timeoutS);
+    Listen();
+    std::set<const Client*> before;
+    for (const auto& [id, c] : m_clients)
+    {
+        before.insert(c.get());
+    }
+    // Its socket tells nothing while it is not connected: its pidfd tells if it ended.
+    int pidfd = ClientProcesses::OpenPidfd(pid);
+    if (pidfd >= 0)
+    {
+        m_loop->Watch(
+            pidfd,
+            [pid](uint32_t) {
+                throw UmlError("crash",
+                               false,
+                               0,
+                               "process " + std::to_string(pid) + " " +
+                                   ClientProcesses::HowEnded(pid) +
+                                   " before it joined the calendar");
+            },
+            false);
+    }
+    auto unwatch = [this, pidfd] {
+        if (pidfd >= 0)
+        {
+            m_loop->Unwatch(pidfd);
+            close(pidfd);
+        }
+    };
+    try
+    {
+        HoldForAdmission();
+        m_admission.ServeUntilAdmitted(*m_loop, m_admission.GetAdmitted() + 1, timeoutS);
+    }
+    catch (...)
+    {
+        unwatch();
+        throw;
+    }
+    unwatch();
+    auto it = std::find_if(m_clients.begin(), m_clients.end(), [&before](const auto& entry) {
+        return !before.count(entry.second.get());
+    });
+    if (it == m_clients.end())
+    {
+        throw UmlError("setup", false, 0, "no client was admitted for process " +
+                                              std::to_string(pid));
+    }
+    Client* c = it->second.get();
+    RegisterProcess(c->Id(), pid);
+    if (c->state == State::GONE)
+    {
+        CheckProcess(c); // its departure was seen before its pid was known
+        Fail("setup", c, "left before its first WAIT");
+    }
+    SyncRequests();
+    return c->Id();
 }
 
 void

@@ -95,6 +95,14 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void AdmitClients(uint32_t n);
     /** The process behind a client: its abnormal death turns a departure into an error. */
     void RegisterProcess(uint64_t clientId, int pid);
+    /**
+     * Serve until the client that pid (a child of ours, started just before) runs has
+     * connected and yielded once, register pid as its process and return its START id:
+     * the one client admitted meanwhile is the process's (docs/DESIGN.md rule 7). Throws a
+     * "crash" error if pid ends before, a "setup" error if its client left before its
+     * first WAIT, a "timeout" one after timeoutS seconds of wall time.
+     */
+    uint64_t AdmitProcess(int pid, double timeoutS);
     /** The ns-3 node a client is the guest of (its run events carry the node's context),
      * so that it belongs to the node's independent group. A client without one is global:
      * it stops for every event, and every client stops for it. */

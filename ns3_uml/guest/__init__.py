@@ -59,7 +59,8 @@ from ..procs import group_members as process_group_members
 from .agent import AgentBuildError, ensure_agent
 from .cmdline import SEED_PARAM, guest_argv
 from .config import (COMMANDS_NOT_BEFORE, GUEST_WORKDIR, IPV6_OFF_SYSCTLS, Command,
-                     GuestConfig, InterfaceConfig, check_command_name, check_node_name,
+                     GuestConfig, InterfaceConfig, VhostUserDevice, check_command_name,
+                     check_node_name,
                      default_command_name, guest_seed, interface_name)
 from .init import build_init_script
 from .outputs import CommandResult, read_outputs, read_setup_errors
@@ -77,6 +78,7 @@ __all__ = [
     "GuestConfig",
     "GuestProcess",
     "InterfaceConfig",
+    "VhostUserDevice",
     "build_init_script",
     "check_command_name",
     "check_node_name",

@@ -67,6 +67,8 @@ def guest_argv(kernel: Path | str, cfg: GuestConfig,
         # The agent's console after them, so that the interfaces keep their numbers.
         *([f"virtio_uml.device={cfg.console_socket}:{VIRTIO_ID_CONSOLE}"]
           if cfg.console_socket is not None else []),
+        # Devices of other processes last: they cannot change what comes before.
+        *(f"virtio_uml.device={dev.socket}:{dev.device_id}" for dev in cfg.vhost_user_devices),
         "quiet",
         *cfg.extra_args,
         # The kernel hands what follows "--" to the init as its arguments.

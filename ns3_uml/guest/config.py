@@ -22,6 +22,7 @@ __all__ = [
     "Command",
     "GuestConfig",
     "InterfaceConfig",
+    "VhostUserDevice",
     "check_cmdline_word",
     "check_command_name",
     "check_node_name",
@@ -43,6 +44,8 @@ COMMANDS_NOT_BEFORE = 1.0
 _NODE_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _COMMAND_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _U64 = 1 << 64
+#: The longest path a unix socket address holds (sun_path, less its NUL).
+_SUN_PATH_MAX = 107
 
 
 #: Sysctls that turn IPv6 off in a guest: its multicast reports and router solicitations
@@ -123,6 +126,29 @@ class InterfaceConfig:
             raise ValueError(f"mtu {self.mtu} out of range 68..65535")
 
 
+@dataclass(frozen=True)
+class VhostUserDevice:
+    """A virtio device of the guest served over vhost-user by another process: the guest
+    connects to ``socket`` while it boots and probes a device of virtio id ``device_id``
+    (``virtio_uml.device=<socket>:<id>``; e.g. ``VIRTIO_ID_MAC80211_HWSIM`` for wmediumd's
+    ``-u`` socket)."""
+
+    socket: Path
+    device_id: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "socket", Path(self.socket).absolute())
+        # The driver splits "<socket>:<id>" at the first colon.
+        check_cmdline_word("vhost-user socket", str(self.socket), forbid=":,")
+        if len(os.fsencode(self.socket)) > _SUN_PATH_MAX:
+            raise ValueError(f"vhost-user socket {self.socket}: a unix socket path has at most "
+                             f"{_SUN_PATH_MAX} bytes (Simulation.socket_dir is short)")
+        if (isinstance(self.device_id, bool) or not isinstance(self.device_id, int)
+                or not 0 < self.device_id < 1 << 32):
+            raise ValueError(f"device_id {self.device_id!r}: a virtio device id is a positive "
+                             "32-bit number (1 net, 29 mac80211_hwsim, ...)")
+
+
 @dataclass
 class Command:
     """A command for the guest's init (``/bin/sh -c cmd``, in ``GUEST_WORKDIR``).
@@ -173,6 +199,8 @@ class GuestConfig:
     #: ``commands`` itself and powers off.
     console_socket: Path | str | None = None
     agent: Path | str | None = None
+    #: Devices served by other processes, probed after the interfaces and the console.
+    vhost_user_devices: list[VhostUserDevice] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_node_name(self.name)

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import select
-import signal
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 
-from .. import libc
-from ..procs import group_members
+from ..process_group import ADDR_NO_RANDOMIZE, ProcessGroup
 from .cmdline import guest_argv
 from .config import CONSOLE_LOG, GuestConfig
 from .init import build_init_script
 from .outputs import CommandResult, read_outputs, read_setup_errors
 
 __all__ = ["ADDR_NO_RANDOMIZE", "GuestProcess"]
-
-# personality(2) flag that turns address-space randomisation off (setarch -R).
-ADDR_NO_RANDOMIZE = 0x0040000
-_PERSONALITY_QUERY = 0xFFFFFFFF
 
 
 class GuestProcess:
@@ -36,21 +27,19 @@ class GuestProcess:
         self.cfg = cfg
         self.kernel = Path(kernel) if kernel is not None else None
         self.time_travel = time_travel
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._pidfd: int | None = None
-        self._returncode: int | None = None
+        self._group: ProcessGroup | None = None
 
     # -- properties -----------------------------------------------------------
 
     @property
     def pid(self) -> int | None:
         """The UML process's pid (None before ``start``)."""
-        return self._proc.pid if self._proc is not None else None
+        return self._group.pid if self._group is not None else None
 
     @property
     def returncode(self) -> int | None:
         """Exit status once reaped (negative: killed by that signal), else None."""
-        return self._returncode
+        return self._group.returncode if self._group is not None else None
 
     @property
     def console_log(self) -> Path:
@@ -72,7 +61,7 @@ class GuestProcess:
 
     def start(self) -> None:
         """Write the init script and launch the guest."""
-        if self._proc is not None:
+        if self._group is not None:
             raise RuntimeError(f"guest {self.cfg.name!r} already started")
         workdir = self.cfg.workdir_path
         workdir.mkdir(parents=True, exist_ok=True)
@@ -83,29 +72,14 @@ class GuestProcess:
             if stale.is_file():
                 stale.unlink()
         build_init_script(self.cfg)
-        argv = self.argv
+        group = ProcessGroup(self.argv, f"guest {self.cfg.name!r}")
         with open(self.console_log, "wb") as console:
-            # ADDR_NO_RANDOMIZE is per thread and inherited by the child: set it
-            # only around the fork, so no preexec_fn (unsafe with threads) is needed.
-            old = libc.call("personality", _PERSONALITY_QUERY)
-            libc.call("personality", old | ADDR_NO_RANDOMIZE)
-            try:
-                self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=console,
-                    stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
-            finally:
-                libc.call("personality", old)
-        try:
-            self._pidfd = os.pidfd_open(self._proc.pid)
-        except OSError:
-            self._pidfd = None  # old host kernel: wait() polls instead
+            group.start(console, subprocess.STDOUT, cwd=workdir)
+        self._group = group
 
     def poll(self) -> int | None:
         """Returncode if the guest has exited (and is then reaped), else None."""
-        try:
-            return self.wait(timeout=0)
-        except subprocess.TimeoutExpired:
-            return None
+        return self._require_started().poll()
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the guest to exit; reap it and whatever it left in its group.
@@ -113,85 +87,26 @@ class GuestProcess:
         Raises ``subprocess.TimeoutExpired`` if it is still running after ``timeout``
         seconds (the guest keeps running then).
         """
-        proc = self._require_started()
-        if self._returncode is not None:
-            return self._returncode
-        if not self._wait_exited(timeout):
-            raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
-        # The main process has exited but is not reaped, so its pid (the group
-        # id) cannot be reused yet: killing the group now hits only the guest.
-        self._kill_group()
-        return self._reap()
+        return self._require_started().wait(timeout)
 
     def kill(self) -> None:
         """Kill the guest's whole process group and reap it (no-op once reaped)."""
-        if self._proc is None or self._returncode is not None:
-            return
-        self._kill_group()
-        self._reap()
+        if self._group is not None:
+            self._group.kill()
 
-    def _require_started(self) -> subprocess.Popen[bytes]:
-        if self._proc is None:
+    def _require_started(self) -> ProcessGroup:
+        if self._group is None:
             raise RuntimeError(f"guest {self.cfg.name!r} was not started")
-        return self._proc
-
-    def _wait_exited(self, timeout: float | None) -> bool:
-        """Block until the main process has exited, without reaping it."""
-        proc = self._require_started()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            # WNOWAIT leaves the zombie in place (see wait()).
-            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            if info is not None:
-                return True
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return False
-            if self._pidfd is not None:
-                poller = select.poll()
-                poller.register(self._pidfd, select.POLLIN)
-                poller.poll(None if left is None else max(1, int(left * 1000)))
-            else:
-                time.sleep(0.01 if left is None else min(0.01, left))
-
-    def _kill_group(self) -> None:
-        proc = self._require_started()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def _reap(self, settle: float = 5.0) -> int:
-        proc = self._require_started()
-        rc = proc.wait()
-        self._returncode = rc
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-        # Killed helpers were reparented: wait until they are dead. Their new parent (the
-        # host's init, or a container's) reaps them when it will: some take seconds, a
-        # container's first process may never.
-        deadline = time.monotonic() + settle
-        while group_members(proc.pid, zombies=False) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return rc
+        return self._group
 
     def __enter__(self) -> GuestProcess:
-        if self._proc is None:
+        if self._group is None:
             self.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None,
                  exc: BaseException | None, tb: TracebackType | None) -> None:
         self.kill()
-
-    def __del__(self) -> None:
-        # Last resort only; callers are expected to kill() or use `with`.
-        if getattr(self, "_proc", None) is not None and self._returncode is None:
-            try:
-                self.kill()
-            except Exception:
-                pass
 
     # -- results ----------------------------------------------------------------
 

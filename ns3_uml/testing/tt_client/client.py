@@ -482,6 +482,7 @@ class TTClient(TTConnection):
 
     def _timer_fired(self, _event: TTEvent) -> None:
         self.timers_fired += 1
+        self._record("timer")  # when it woke, whether by RUN or running freely to it
 
     def _plain_event_fired(self, event: TTEvent) -> None:
         self._record("event", event.time)
