@@ -997,7 +997,8 @@ def test_ctrl_c_gets_through_a_message_in_pieces(tmp_path: Path) -> None:
             proc.wait()
     assert "KeyboardInterrupt: interrupted by SIGINT" in err, err[-2000:]
     stopped = float(re.search(r"stopped at (\S+)", err).group(1))
-    assert stopped - sent < 0.5
+    # The core stops within a millisecond; cppyy compiles the error's bindings (~0.15 s).
+    assert stopped - sent < 1.0
     assert proc.returncode != 0
     assert not (tmp_path / "calendar.sock").exists() and not (tmp_path / "net0.sock").exists()
 
