@@ -40,7 +40,9 @@ class Calendar:
     ``clients``: how many clients ``run()`` waits for before time starts (they are then
     ordered by START id). ``shared_memory``: offer shared-memory scheduling. ``tod_epoch_ns``:
     the guests' time of day at simulated 0 (fixed by default). ``yield_timeout`` and
-    ``connect_timeout``: wall-clock seconds before a client counts as hung or missing.
+    ``connect_timeout``: wall-clock seconds before a client counts as hung or missing;
+    ``message_timeout``: before a message that has started (on a time or device socket) and
+    is not whole counts as stalled.
     ``max_free_run``: at most this much simulated time (e.g. "100ms") runs without the
     calendar hearing of it (default: up to the next event that can reach the client).
     ``independent_groups``: the guests of nodes that no chain of channels joins do not stop
@@ -61,6 +63,7 @@ class Calendar:
         tod_epoch_ns: int | None = None,
         yield_timeout: float = 120.0,
         connect_timeout: float = 60.0,
+        message_timeout: float = 10.0,
         max_free_run: str | int | float | None = None,
         independent_groups: bool = True,
         log: str | os.PathLike[str] | None = None,
@@ -95,6 +98,7 @@ class Calendar:
             "MaxClients": ns.UintegerValue(max_clients),
             "YieldTimeout": ns.DoubleValue(yield_timeout),
             "ConnectTimeout": ns.DoubleValue(connect_timeout),
+            "MessageTimeout": ns.DoubleValue(message_timeout),
             "IndependentGroups": ns.BooleanValue(independent_groups),
             "LogFile": ns.StringValue(str(log) if log else ""),
         }

@@ -783,6 +783,28 @@ def test_a_connection_that_sends_a_few_bytes_has_no_id(make_calendar, socket_pat
         "a connection that sent no START: disconnected in the middle of its first message")
 
 
+def test_a_message_that_stops_halfway_fails_within_one_limit(make_calendar, socket_path):
+    # Nothing else happens, and the admission's own limit is far: the message's deadline
+    # (MessageTimeout from its first byte) is what ends the wait.
+    import time
+
+    cal = make_calendar(clients=1, message_timeout=1.0, connect_timeout=30.0)
+    hostile = HostileTTClient(str(socket_path))
+    hostile.connect()
+    hostile.send_raw(bytes(5))
+    start = time.monotonic()
+    try:
+        with pytest.raises(CalendarError) as err:
+            cal.run()
+        took = time.monotonic() - start
+    finally:
+        hostile.close()
+    assert err.value.kind == "protocol" and err.value.client_id is None
+    assert str(err.value) == ("a connection that sent no START: sent a partial time-travel "
+                              "message and stopped: 5 of 16 bytes in 1 s")
+    assert 0.9 < took < 5
+
+
 def test_a_busy_loop_keeps_its_time_limit():
     # A descriptor that is always ready (nobody reads it) keeps epoll_wait from ever
     # returning 0: the limit must hold anyway.

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -175,14 +180,15 @@ class Sim:
 
     def __init__(self, make_calendar: Any, tmp_path: Path, *, link: str = "csma",
                  guests: int = 2, clients: int | None = None, shm: bool = True,
-                 yield_timeout: float = 20.0, event_idx: bool = False,
+                 yield_timeout: float = 20.0, message_timeout: float = 10.0,
+                 event_idx: bool = False,
                  rx_coalesce_ns: int = 0, rx_coalesce_frames: int = 0,
                  offloads: bool = False) -> None:
         self.tmp = tmp_path
         self.shm = shm
         self.cal = make_calendar(clients=guests if clients is None else clients,
                                  shared_memory=shm, yield_timeout=yield_timeout,
-                                 connect_timeout=20.0)
+                                 message_timeout=message_timeout, connect_timeout=20.0)
         ns = self.ns = self.cal.ns
         self.h = helpers()
         self.nodes = ns.NodeContainer()
@@ -865,6 +871,136 @@ def test_guest_that_never_acknowledges_its_interrupt_hangs(sim: Any) -> None:
     assert "did not answer its device" in str(err.value)
     s.close()
     assert not s.paths[0].exists()
+
+
+# ---------------------------------------------------------------- messages in pieces
+
+def test_a_message_in_pieces_has_one_deadline(sim: Any) -> None:
+    # 20 bytes, 2 every 0.4 s (3.6 s in all): the limit (1 s) counts from the first byte,
+    # not from each piece.
+    s = sim(guests=1, message_timeout=1.0)
+    g = s.start(0, [sleep(1000), CONNECT, hostile("send_slowly", piece=2, pause=0.4),
+                    sleep(1000)])
+    with pytest.raises(CalendarError) as err:
+        s.run()
+    failed = time.time()
+    assert err.value.kind == "device" and err.value.client_id == CLIENT_IDS[0]
+    assert re.search(r"virtio device .*: sent a partial vhost-user message and stopped: "
+                     r"\d+ of (12|20) bytes in 1 s$", str(err.value)), str(err.value)
+    s.close()
+    sent = g.result()["hostile"][-1]
+    assert sent["outcome"].startswith("closed")
+    assert sent["details"]["pieces"] < sent["details"]["total"]
+    assert 0.9 < failed - sent["details"]["started"] < 2.5
+
+
+def test_a_message_in_pieces_holds_nobody_up(sim: Any) -> None:
+    # A front-end on the second device sends GET_FEATURES a byte every 0.1 s while the
+    # guest of the first keeps handing off (a lone guest would run freely: MaxFreeRun makes
+    # every sleep a hand-off): the calendar serves the guest meanwhile and answers the
+    # message once it is whole.
+    s = sim(guests=2, clients=1)
+    s.cal.impl.SetAttribute("MaxFreeRun", s.ns.TimeValue(s.ns.NanoSeconds(500)))
+    g = s.start(0, [sleep(1000)] + [{"op": "hang", "seconds": 0.05}, sleep(1000)] * 60)
+    progress = s.cal.impl.GetProgressNs
+    progress()  # compiled here, not in the thread
+    seen: list[int] = []
+    reply: list[bytes] = []
+
+    def dribble() -> None:
+        deadline = time.monotonic() + 60
+        while progress() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fe:
+            fe.connect(str(s.paths[1]))
+            for i, byte in enumerate(vp.HEADER.pack(vp.Request.GET_FEATURES,
+                                                    vp.VHOST_USER_VERSION, 0)):
+                if i:
+                    time.sleep(0.1)
+                    seen.append(int(progress()))
+                fe.sendall(bytes([byte]))
+            fe.settimeout(10)
+            reply.append(fe.recv(64))
+
+    thread = threading.Thread(target=dribble)
+    thread.start()
+    try:
+        s.run()
+    finally:
+        thread.join(30)
+    g.ok()
+    # Before, the calendar blocked at the first byte until the last: time stood still.
+    assert seen[-1] > seen[0], seen
+    request, flags, size = vp.HEADER.unpack_from(reply[0])
+    assert (request, flags, size) == (vp.Request.GET_FEATURES, vp.VHOST_USER_REPLY_FLAGS, 8)
+    assert vp.U64.unpack_from(reply[0], vp.HEADER.size)[0] == OFFERED
+
+
+def test_interrupt_reply_cut_short_fails_within_one_limit(sim: Any) -> None:
+    # The guest takes the call (GET, REQUEST) but sends 6 of its reply's 20 bytes.
+    s = sim(guests=1, message_timeout=1.0)
+    s.start(0, [sleep(1000), CONNECT, hostile("cut_call_replies", keep=6), sleep(1_000_000)])
+    s.inject(0, 5000, eth(mac(0), mac(1), 0x88B5, body(100)))
+    with pytest.raises(CalendarError) as err:
+        s.run()
+    assert err.value.kind == "device" and err.value.client_id == CLIENT_IDS[0]
+    assert str(err.value).endswith(
+        "sent a partial vhost-user message and stopped: 6 of 20 bytes in 1 s")
+    s.close()
+    assert not s.paths[0].exists()
+
+
+_CTRL_C_SCRIPT = """
+import sys
+import time
+from pathlib import Path
+from ns3_uml import Calendar, CalendarError, links
+from ns3_uml.bridge import bridge_interface, guest_mac
+tmp = Path(sys.argv[1])
+with Calendar(tmp / "calendar.sock", clients=1, yield_timeout=60.0,
+              connect_timeout=60.0) as cal:
+    nodes = cal.ns.NodeContainer()
+    nodes.Create(2)
+    devices, _ = links.csma(cal.ns, [nodes.Get(0), nodes.Get(1)], "100Mbps", "5us")
+    bridge_interface(nodes.Get(0), devices.Get(0), tmp / "net0.sock", 1, guest_mac(0))
+    print("ready", flush=True)
+    try:
+        cal.run()
+    except CalendarError as exc:
+        print(f"stopped at {time.monotonic()}", file=sys.stderr, flush=True)
+        if exc.kind == "interrupted":
+            raise KeyboardInterrupt(str(exc)) from None
+        raise
+"""
+
+
+def test_ctrl_c_gets_through_a_message_in_pieces(tmp_path: Path) -> None:
+    # A calendar waiting for its client while a front-end has sent 3 bytes of a message:
+    # Ctrl-C ends it at once (it used to wait in recv() for the rest, up to 10 s).
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(300, proc.kill)  # a script that never gets ready fails
+    watchdog.start()
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fe:
+            fe.connect(str(tmp_path / "net0.sock"))
+            fe.sendall(vp.HEADER.pack(vp.Request.GET_FEATURES, vp.VHOST_USER_VERSION, 0)[:3])
+            time.sleep(0.5)  # read by now: the run serves the device while it admits
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "KeyboardInterrupt: interrupted by SIGINT" in err, err[-2000:]
+    stopped = float(re.search(r"stopped at (\S+)", err).group(1))
+    # The core stops within a millisecond; cppyy compiles the error's bindings (~0.15 s).
+    assert stopped - sent < 1.0
+    assert proc.returncode != 0
+    assert not (tmp_path / "calendar.sock").exists() and not (tmp_path / "net0.sock").exists()
 
 
 def test_devices_are_closed_with_the_calendar_while_python_holds_them(

@@ -3,12 +3,15 @@
 #include "ns3/fatal-error.h"
 #include "ns3/log.h"
 
+#include <algorithm>
 #include <cerrno>
-#include <chrono>
+#include <climits>
 #include <cstring>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <system_error>
 #include <unistd.h>
+#include <vector>
 
 namespace ns3
 {
@@ -21,17 +24,17 @@ namespace
 constexpr uint64_t TOKEN_WAITED = 1;
 constexpr uint64_t TOKEN_FIRST = 2;
 
+// Milliseconds until `until` for epoll_wait, rounded up (a wait that ends just before it
+// would spin), -1 for never.
 int
-RemainingMs(std::chrono::steady_clock::time_point deadline, int64_t timeoutMs)
+WaitMs(EventLoop::Clock::time_point until)
 {
-    if (timeoutMs < 0)
+    if (until == EventLoop::Clock::time_point::max())
     {
         return -1;
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now())
-                    .count();
-    return left < 0 ? 0 : static_cast<int>(left);
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(until - EventLoop::Clock::now());
+    return static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT_MAX));
 }
 
 void
@@ -48,7 +51,8 @@ EpollAdd(int epfd, int fd, uint64_t token)
 } // namespace
 
 EventLoop::EventLoop()
-    : m_nextToken(TOKEN_FIRST)
+    : m_nextToken(TOKEN_FIRST),
+      m_deadlines(0)
 {
     m_inner = epoll_create1(EPOLL_CLOEXEC);
     m_outer = epoll_create1(EPOLL_CLOEXEC);
@@ -95,7 +99,7 @@ EventLoop::Watch(int fd, Handler handler, bool inner, uint64_t owner)
         Unwatch(fd);
     }
     uint64_t token = m_nextToken++;
-    Entry entry{fd, inner, std::move(handler), owner, false};
+    Entry entry{fd, inner, std::move(handler), owner, false, {}, nullptr};
     Add(token, entry);
     m_entries[token] = std::move(entry);
     m_tokens[fd] = token;
@@ -152,6 +156,10 @@ EventLoop::Unwatch(int fd)
     {
         Del(entry);
     }
+    if (entry.expired)
+    {
+        m_deadlines--;
+    }
     m_entries.erase(it->second);
     m_tokens.erase(it);
 }
@@ -160,6 +168,99 @@ bool
 EventLoop::IsWatched(int fd) const
 {
     return m_tokens.count(fd) != 0;
+}
+
+void
+EventLoop::SetDeadline(int fd, Clock::time_point at, std::function<void()> expired)
+{
+    auto it = m_tokens.find(fd);
+    if (it == m_tokens.end())
+    {
+        return;
+    }
+    Entry& entry = m_entries.at(it->second);
+    if (!entry.expired)
+    {
+        m_deadlines++;
+    }
+    entry.deadline = at;
+    entry.expired = std::move(expired);
+}
+
+void
+EventLoop::ClearDeadline(int fd)
+{
+    auto it = m_tokens.find(fd);
+    if (it == m_tokens.end())
+    {
+        return;
+    }
+    Entry& entry = m_entries.at(it->second);
+    if (entry.expired)
+    {
+        m_deadlines--;
+        entry.expired = nullptr;
+    }
+}
+
+bool
+EventLoop::Serves(int epfd, const Entry& entry) const
+{
+    return !entry.held && (entry.inner || epfd == m_outer);
+}
+
+EventLoop::Clock::time_point
+EventLoop::NextDeadline(int epfd) const
+{
+    auto next = Clock::time_point::max();
+    for (const auto& [token, entry] : m_entries)
+    {
+        if (entry.expired && Serves(epfd, entry))
+        {
+            next = std::min(next, entry.deadline);
+        }
+    }
+    return next;
+}
+
+void
+EventLoop::Expire(int epfd)
+{
+    auto now = Clock::now();
+    std::vector<uint64_t> due;
+    for (const auto& [token, entry] : m_entries)
+    {
+        if (entry.expired && Serves(epfd, entry) && entry.deadline <= now)
+        {
+            due.push_back(token);
+        }
+    }
+    std::sort(due.begin(), due.end()); // in watch order, whatever the map's order
+    for (uint64_t token : due)
+    {
+        auto it = m_entries.find(token);
+        if (it == m_entries.end() || !it->second.expired || !Serves(epfd, it->second))
+        {
+            continue; // cleared or unwatched by an earlier one
+        }
+        // Judged on everything it sent: what waits unread (a batch of more than 64 ready
+        // descriptors, a hold just ended) is read first.
+        pollfd p{it->second.fd, POLLIN, 0};
+        if (poll(&p, 1, 0) == 1)
+        {
+            Dispatch(token, EPOLLIN);
+            it = m_entries.find(token);
+            if (it == m_entries.end() || !it->second.expired || it->second.deadline > now)
+            {
+                continue;
+            }
+        }
+        std::function<void()> expired = std::move(it->second.expired);
+        it->second.expired = nullptr;
+        m_deadlines--;
+        NS_LOG_LOGIC("deadline of fd " << it->second.fd << " passed");
+        expired();
+    }
 }
 
 void
@@ -178,7 +279,8 @@ EventLoop::Dispatch(uint64_t token, uint32_t events)
 bool
 EventLoop::Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs, uint64_t stopToken)
 {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeoutMs);
+    auto limit = timeoutMs < 0 ? Clock::time_point::max()
+                               : Clock::now() + std::chrono::milliseconds(timeoutMs);
     epoll_event events[64];
     bool expired = false;
     while (!done())
@@ -187,10 +289,12 @@ EventLoop::Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs,
         {
             // Checked after every batch: a peer that keeps the loop busy (a stream of GETs)
             // must not postpone a limit that epoll_wait alone sees only when all is quiet.
-            NS_LOG_LOGIC("busy past the limit of " << timeoutMs << " ms");
+            NS_LOG_LOGIC("nothing done within the limit of " << timeoutMs << " ms");
             return false;
         }
-        int n = epoll_wait(epfd, events, 64, RemainingMs(deadline, timeoutMs));
+        // Woken for the descriptors' deadlines too (a message that stopped halfway).
+        auto until = m_deadlines ? std::min(limit, NextDeadline(epfd)) : limit;
+        int n = epoll_wait(epfd, events, 64, WaitMs(until));
         if (n < 0)
         {
             if (errno == EINTR)
@@ -198,11 +302,6 @@ EventLoop::Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs,
                 continue;
             }
             throw std::system_error(errno, std::generic_category(), "epoll_wait");
-        }
-        if (n == 0)
-        {
-            NS_LOG_LOGIC("no descriptor ready within " << timeoutMs << " ms");
-            return false;
         }
         for (int i = 0; i < n; ++i)
         {
@@ -213,7 +312,11 @@ EventLoop::Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs,
             }
             Dispatch(token, events[i].events);
         }
-        expired = timeoutMs >= 0 && std::chrono::steady_clock::now() >= deadline;
+        if (m_deadlines)
+        {
+            Expire(epfd);
+        }
+        expired = Clock::now() >= limit;
     }
     return true;
 }

@@ -3,6 +3,7 @@
 #ifndef NS3_UML_EVENT_LOOP_H
 #define NS3_UML_EVENT_LOOP_H
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <unordered_map>
@@ -20,6 +21,7 @@ class EventLoop
 {
   public:
     using Handler = std::function<void(uint32_t events)>;
+    using Clock = std::chrono::steady_clock;
     /** The owner of descriptors that belong to no client. */
     static constexpr uint64_t NO_OWNER = ~uint64_t{0};
 
@@ -40,6 +42,13 @@ class EventLoop
     /** Stop serving fd (safe from inside any handler). */
     void Unwatch(int fd);
     bool IsWatched(int fd) const;
+    /**
+     * Call expired at `at` (wall time) unless cleared first, in a wait that serves fd (not
+     * while it is held), once what fd has sent is read: its handler goes first if fd is
+     * readable then. One deadline per descriptor; unwatching it clears it.
+     */
+    void SetDeadline(int fd, Clock::time_point at, std::function<void()> expired);
+    void ClearDeadline(int fd);
 
     /**
      * Serve events until done() holds. timeoutMs < 0 waits forever; the timeout counts wall
@@ -51,7 +60,8 @@ class EventLoop
     /** Serve only inner descriptors until done() holds (false on timeout). */
     bool ServeInnerUntil(const std::function<bool()>& done, int64_t timeoutMs);
 
-    /** Wait until fd is readable, serving only inner descriptors meanwhile. */
+    /** Wait until fd is readable, serving only inner descriptors meanwhile (false on
+     * timeout). */
     bool WaitReadable(int fd, int64_t timeoutMs);
 
   private:
@@ -62,6 +72,8 @@ class EventLoop
         Handler handler;
         uint64_t owner;
         bool held;
+        Clock::time_point deadline;    //!< with expired set
+        std::function<void()> expired; //!< empty: no deadline
     };
 
     void Add(uint64_t token, const Entry& entry);
@@ -69,12 +81,19 @@ class EventLoop
 
     bool Serve(int epfd, const std::function<bool()>& done, int64_t timeoutMs, uint64_t stopToken);
     void Dispatch(uint64_t token, uint32_t events);
+    /** Whether a wait on epfd serves entry. */
+    bool Serves(int epfd, const Entry& entry) const;
+    /** The earliest deadline of what a wait on epfd serves (Clock::time_point::max(): none). */
+    Clock::time_point NextDeadline(int epfd) const;
+    /** Call the expired deadlines of what a wait on epfd serves. */
+    void Expire(int epfd);
 
     int m_inner;                                   //!< epoll of inner descriptors
     int m_outer;                                   //!< epoll of every descriptor
     uint64_t m_nextToken;                          //!< tokens survive fd number reuse
     std::unordered_map<uint64_t, Entry> m_entries; //!< by token
     std::unordered_map<int, uint64_t> m_tokens;    //!< fd -> token
+    size_t m_deadlines;                            //!< entries with a deadline
 };
 
 } // namespace ns3

@@ -4,6 +4,7 @@
 #define NS3_UML_GUEST_SCHEDULER_H
 
 #include "event-loop.h"
+#include "message-reader.h"
 
 #include <cstdint>
 
@@ -39,8 +40,14 @@ class UmlGuestScheduler
      * otherwise (a power-off) it returns.
      */
     virtual void ReportDeparture(uint64_t clientId) = 0;
-    /** Wall-clock seconds a guest may take to answer (the device's I/O time limit). */
+    /** Wall-clock seconds a guest may take to answer. */
     virtual double GetReplyTimeout() const = 0;
+    /** Wall-clock seconds a message the guest has started may take to arrive whole (one
+     * deadline per message, docs/DESIGN.md rule 10). */
+    virtual double GetMessageTimeout() const
+    {
+        return MESSAGE_LIMIT_S;
+    }
 };
 
 } // namespace ns3

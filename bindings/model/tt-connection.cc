@@ -124,7 +124,11 @@ TtMessageLog::GetCount(uint32_t op, bool fromClient) const
 
 // ---------------------------------------------------------------- one connection
 
-TtConnection::TtConnection(int fd, TtMessageLog& log, FailHandler fail)
+TtConnection::TtConnection(int fd,
+                           TtMessageLog& log,
+                           FailHandler fail,
+                           EventLoop& loop,
+                           double limitS)
     : m_fd(fd),
       m_log(log),
       m_fail(std::move(fail)),
@@ -132,8 +136,10 @@ TtConnection::TtConnection(int fd, TtMessageLog& log, FailHandler fail)
       m_named(false),
       m_peerClosed(false),
       m_seq(0),
-      m_rxLen(0)
+      m_rx("time-travel", 0, limitS, [this](const std::string& what) { m_fail("protocol", what); })
 {
+    m_rx.Guard(&loop, fd);
+    m_rx.Start(sizeof(tt::Message));
 }
 
 TtConnection::~TtConnection()
@@ -185,22 +191,19 @@ TtConnection::IsPeerClosed() const
 TtConnection::Read
 TtConnection::Receive(tt::Message& msg)
 {
-    ssize_t n = recv(m_fd, m_rx + m_rxLen, sizeof(m_rx) - m_rxLen, MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    switch (m_rx.Read(m_fd))
     {
+    case MessageReader::Status::PARTIAL:
         return Read::NOTHING;
+    case MessageReader::Status::CLOSED:
+        return Read::CLOSED;
+    case MessageReader::Status::CLOSED_MID_MESSAGE:
+        return Read::CLOSED_MID_MESSAGE;
+    case MessageReader::Status::WHOLE:
+        break;
     }
-    if (n <= 0)
-    {
-        return m_rxLen != 0 ? Read::CLOSED_MID_MESSAGE : Read::CLOSED;
-    }
-    m_rxLen += static_cast<size_t>(n);
-    if (m_rxLen < sizeof(tt::Message))
-    {
-        return Read::NOTHING;
-    }
-    std::memcpy(&msg, m_rx, sizeof(msg));
-    m_rxLen = 0;
+    std::memcpy(&msg, m_rx.GetData(), sizeof(msg));
+    m_rx.Start(sizeof(tt::Message));
     return Read::MESSAGE;
 }
 

@@ -2,6 +2,8 @@
 #ifndef NS3_UML_TT_CONNECTION_H
 #define NS3_UML_TT_CONNECTION_H
 
+#include "event-loop.h"
+#include "message-reader.h"
 #include "tt-protocol.h"
 
 #include <cstdint>
@@ -54,9 +56,10 @@ class TtMessageLog
 };
 
 /**
- * The socket of one client: partial-read framing, our outgoing sequence numbers, the ACKs
- * the client owes, the START reply with its descriptors and slot. Every message in either
- * direction goes through the shared TtMessageLog. What the messages mean is the calendar's.
+ * The socket of one client: partial-read framing (a MessageReader: one deadline per
+ * message, judged by the loop), our outgoing sequence numbers, the ACKs the client owes,
+ * the START reply with its descriptors and slot. Every message in either direction goes
+ * through the shared TtMessageLog. What the messages mean is the calendar's.
  */
 class TtConnection
 {
@@ -72,7 +75,9 @@ class TtConnection
         CLOSED_MID_MESSAGE //!< the client left with half a message sent
     };
 
-    TtConnection(int fd, TtMessageLog& log, FailHandler fail);
+    /** fd is watched on loop; a message not whole within limitS of its first byte fails
+     * ("protocol"). */
+    TtConnection(int fd, TtMessageLog& log, FailHandler fail, EventLoop& loop, double limitS);
     ~TtConnection();
     TtConnection(const TtConnection&) = delete;
     TtConnection& operator=(const TtConnection&) = delete;
@@ -116,8 +121,7 @@ class TtConnection
     bool m_peerClosed;
     uint32_t m_seq;
     std::list<uint32_t> m_pendingAcks;
-    unsigned char m_rx[sizeof(tt::Message)];
-    size_t m_rxLen;
+    MessageReader m_rx;
 };
 
 } // namespace ns3

@@ -39,7 +39,9 @@ UmlCalendar::OnAccepted(int fd)
     c->conn = std::make_unique<TtConnection>(
         fd,
         m_messages,
-        [this, raw](const std::string& kind, const std::string& what) { Fail(kind, raw, what); });
+        [this, raw](const std::string& kind, const std::string& what) { Fail(kind, raw, what); },
+        *m_loop,
+        m_messageTimeout);
     m_unnamed.push_back(std::move(c));
     m_loop->Watch(fd, [this, raw](uint32_t) { OnClientReadable(raw); }, true);
 }

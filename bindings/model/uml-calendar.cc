@@ -62,6 +62,13 @@ UmlCalendar::GetTypeId()
                           DoubleValue(60.0),
                           MakeDoubleAccessor(&UmlCalendar::m_connectTimeout),
                           MakeDoubleChecker<double>(0.001))
+            .AddAttribute("MessageTimeout",
+                          "Wall-clock seconds a message that has started (on a time or a "
+                          "device socket) may take to arrive whole, counted from its first "
+                          "byte however it is split; meanwhile everybody else is served.",
+                          DoubleValue(MESSAGE_LIMIT_S),
+                          MakeDoubleAccessor(&UmlCalendar::m_messageTimeout),
+                          MakeDoubleChecker<double>(0.001))
             .AddAttribute("MaxFreeRun",
                           "If positive, no client runs more than this far ahead without "
                           "coming back to the calendar, so that the calendar's clock (and a "
@@ -123,6 +130,7 @@ UmlCalendar::UmlCalendar()
       m_todEpoch(0),
       m_yieldTimeout(120.0),
       m_connectTimeout(60.0),
+      m_messageTimeout(MESSAGE_LIMIT_S),
       m_independentGroups(true),
       m_maxAhead(MilliSeconds(1)),
       m_parallelRuns(1),
@@ -670,6 +678,12 @@ double
 UmlCalendar::GetReplyTimeout() const
 {
     return m_yieldTimeout;
+}
+
+double
+UmlCalendar::GetMessageTimeout() const
+{
+    return m_messageTimeout;
 }
 
 EventLoop&

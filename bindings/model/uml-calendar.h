@@ -118,6 +118,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void WaitForReply(int fd, uint64_t clientId) override;
     void ReportDeparture(uint64_t clientId) override;
     double GetReplyTimeout() const override;
+    double GetMessageTimeout() const override;
 
     // Results
     uint64_t GetMessageCount(uint32_t op, bool fromClient) const;
@@ -250,6 +251,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     uint64_t m_todEpoch;
     double m_yieldTimeout;
     double m_connectTimeout;
+    double m_messageTimeout;
     Time m_maxFreeRun;
     std::string m_logPath;
     bool m_independentGroups;

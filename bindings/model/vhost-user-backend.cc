@@ -25,21 +25,8 @@ namespace
 constexpr uint64_t REQUIRED_PROTOCOL = vhost::PROTOCOL_F_REPLY_ACK |
                                        vhost::PROTOCOL_F_BACKEND_REQ | vhost::PROTOCOL_F_CONFIG |
                                        vhost::PROTOCOL_F_INBAND_NOTIFICATIONS;
-constexpr double IO_TIMEOUT_S = 10; // a message that starts must finish
-
-void
-SetIoTimeout(int fd, double seconds)
-{
-    timeval tv{};
-    tv.tv_sec = static_cast<time_t>(seconds);
-    tv.tv_usec = static_cast<suseconds_t>((seconds - static_cast<double>(tv.tv_sec)) * 1e6);
-    if (tv.tv_sec == 0 && tv.tv_usec == 0)
-    {
-        tv.tv_usec = 1000; // 0 would mean "forever"
-    }
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
+constexpr size_t MAX_FDS = 8; // descriptors with one message, as the spec allows
+constexpr char PROTOCOL[] = "vhost-user";
 } // namespace
 
 TypeId
@@ -278,10 +265,15 @@ VhostUserBackend::OnListenReadable()
         close(fd); // one front-end per device
         return;
     }
-    SetIoTimeout(fd, IoTimeout());
     m_connFd = fd;
-    m_scheduler->GetEventLoop().Watch(
-        fd, [this](uint32_t) { OnConnReadable(); }, false, m_clientId);
+    EventLoop& loop = m_scheduler->GetEventLoop();
+    loop.Watch(fd, [this](uint32_t) { OnConnReadable(); }, false, m_clientId);
+    m_rx = std::make_unique<MessageReader>(PROTOCOL,
+                                           MAX_FDS,
+                                           m_scheduler->GetMessageTimeout(),
+                                           [this](const std::string& what) { GuestError(what); });
+    m_rx->Guard(&loop, fd);
+    m_rx->Start(sizeof(vhost::Header));
     NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " connected to " << m_socketPath);
 }
 
@@ -296,6 +288,7 @@ VhostUserBackend::Disconnect()
         }
         close(m_connFd);
         m_connFd = -1;
+        m_rx.reset(); // with the descriptors of a message not read whole
         OnDisconnect();
     }
     if (m_backendFd >= 0)
@@ -313,97 +306,63 @@ VhostUserBackend::Disconnect()
 }
 
 void
-VhostUserBackend::ReadExact(int fd, void* buf, size_t len, const char* what)
-{
-    auto* p = static_cast<uint8_t*>(buf);
-    while (len)
-    {
-        ssize_t n = recv(fd, p, len, MSG_WAITALL);
-        if (n <= 0)
-        {
-            if (n < 0 && errno == EINTR)
-            {
-                continue;
-            }
-            GuestError(std::string("truncated ") + what);
-        }
-        p += n;
-        len -= static_cast<size_t>(n);
-    }
-}
-
-void
 VhostUserBackend::OnConnReadable()
 {
-    vhost::Header h{};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
-    iovec iov{&h, sizeof(h)};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = control;
-    mh.msg_controllen = sizeof(control);
-    ssize_t n = recvmsg(m_connFd, &mh, MSG_CMSG_CLOEXEC);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+    // Whatever has arrived, never more than one message: a message that comes in pieces
+    // waits here while the loop serves everybody else, within one deadline (its reader's).
+    MessageReader& rx = *m_rx;
+    for (;;)
     {
-        NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " closed " << m_socketPath);
-        Disconnect();
-        return;
-    }
-    if (n < 0)
-    {
-        return;
-    }
-    std::vector<int> fds;
-    for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
-    {
-        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-        {
-            size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < count; ++i)
-            {
-                int fd;
-                std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                fds.push_back(fd);
-            }
-        }
-    }
-    auto closeFds = [&fds] {
-        for (int fd : fds)
-        {
-            close(fd);
-        }
-        fds.clear();
-    };
-    try
-    {
-        if (mh.msg_flags & MSG_CTRUNC)
+        MessageReader::Status status = rx.Read(m_connFd);
+        if (rx.HasTooManyFds())
         {
             GuestError("too many descriptors with one message");
         }
-        if (static_cast<size_t>(n) < sizeof(h))
+        switch (status)
         {
-            ReadExact(m_connFd, reinterpret_cast<uint8_t*>(&h) + n, sizeof(h) - n, "message header");
+        case MessageReader::Status::PARTIAL:
+            return;
+        case MessageReader::Status::CLOSED:
+            NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " closed " << m_socketPath);
+            Disconnect();
+            return;
+        case MessageReader::Status::CLOSED_MID_MESSAGE:
+            GuestError(rx.GetNeed() == sizeof(vhost::Header) ? "truncated message header"
+                                                             : "truncated message payload");
+        case MessageReader::Status::WHOLE:
+            break;
         }
-        if ((h.flags & vhost::FLAG_VERSION_MASK) != vhost::FLAG_VERSION)
+        vhost::Header h{};
+        std::memcpy(&h, rx.GetData(), sizeof(h));
+        if (rx.GetNeed() == sizeof(h))
         {
-            GuestError("message with protocol version " + std::to_string(h.flags & 3));
+            if ((h.flags & vhost::FLAG_VERSION_MASK) != vhost::FLAG_VERSION)
+            {
+                GuestError("message with protocol version " + std::to_string(h.flags & 3));
+            }
+            if (h.size > vhost::MAX_PAYLOAD)
+            {
+                GuestError("message " + std::to_string(h.request) + " with a payload of " +
+                           std::to_string(h.size) + " bytes");
+            }
+            if (h.size > 0)
+            {
+                rx.Grow(sizeof(h) + h.size);
+                continue;
+            }
         }
-        if (h.size > vhost::MAX_PAYLOAD)
+        try
         {
-            GuestError("message " + std::to_string(h.request) + " with a payload of " +
-                       std::to_string(h.size) + " bytes");
+            Dispatch(h, rx.GetData() + sizeof(h), rx.Fds());
         }
-        uint8_t payload[vhost::MAX_PAYLOAD];
-        ReadExact(m_connFd, payload, h.size, "message payload");
-        Dispatch(h, payload, fds);
+        catch (...)
+        {
+            rx.Start(sizeof(vhost::Header)); // closes the descriptors it did not take
+            throw;
+        }
+        rx.Start(sizeof(vhost::Header)); // the next message
+        return;
     }
-    catch (...)
-    {
-        closeFds();
-        throw;
-    }
-    closeFds();
 }
 
 void
@@ -413,7 +372,7 @@ VhostUserBackend::Reply(const vhost::Header& req, const void* payload, uint32_t 
     vhost::Header h{req.request, vhost::FLAG_VERSION | vhost::FLAG_REPLY, size};
     std::memcpy(buf, &h, sizeof(h));
     std::memcpy(buf + sizeof(h), payload, size);
-    ssize_t n = send(m_connFd, buf, sizeof(h) + size, MSG_NOSIGNAL);
+    ssize_t n = send(m_connFd, buf, sizeof(h) + size, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n == static_cast<ssize_t>(sizeof(h) + size))
     {
         return;
@@ -423,16 +382,9 @@ VhostUserBackend::Reply(const vhost::Header& req, const void* payload, uint32_t 
         NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " gone: reply not delivered");
         return; // the read side sees it leave
     }
-    // Blocking here would stop the calendar for good: no other timeout covers it.
-    GuestError("does not read its vhost-user socket (a reply could not be sent within " +
-               std::to_string(IoTimeout()) + " s)");
-}
-
-double
-VhostUserBackend::IoTimeout() const
-{
-    // The scheduler's limit for a guest's replies, but a message that starts must finish soon.
-    return std::min(m_scheduler->GetReplyTimeout(), IO_TIMEOUT_S);
+    // A guest reads each reply before it sends its next request, so a reply that does not
+    // fit is one that will never be read: waiting for room would only hold everybody up.
+    GuestError("does not read its vhost-user socket (a reply did not fit in it)");
 }
 
 void
@@ -533,7 +485,6 @@ VhostUserBackend::Dispatch(const vhost::Header& h, const uint8_t* p, std::vector
             }
             m_backendFd = fds[0];
             fds.clear();
-            SetIoTimeout(m_backendFd, IoTimeout());
             ReplyAck(h, 0);
             return;
         case vhost::GET_CONFIG: {
@@ -673,7 +624,7 @@ VhostUserBackend::CallGuest(uint32_t queue)
     } msg{{vhost::BACKEND_VRING_CALL, vhost::FLAG_VERSION | vhost::FLAG_NEED_REPLY, 8},
           {queue, 0}};
     m_calls++;
-    ssize_t sent = send(m_backendFd, &msg, sizeof(msg), MSG_NOSIGNAL);
+    ssize_t sent = send(m_backendFd, &msg, sizeof(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent < 0 && (errno == EPIPE || errno == ECONNRESET))
     {
         NS_LOG_INFO("guest " << FormatClientId(m_clientId) << " gone: call not delivered");
@@ -685,10 +636,15 @@ VhostUserBackend::CallGuest(uint32_t queue)
         GuestError("does not read its backend channel (VRING_CALL not sent)");
     }
     m_scheduler->WaitForReply(m_backendFd, m_clientId);
-    // Header and status back to back: 20 bytes, no padding between them.
-    uint8_t buf[sizeof(vhost::Header) + sizeof(uint64_t)];
-    ssize_t n = recv(m_backendFd, buf, sizeof(buf), MSG_WAITALL);
-    if (n == 0 || (n < 0 && errno == ECONNRESET))
+    // Header and status back to back: 20 bytes, no padding between them; the rest of a
+    // reply that came in part is waited for in the loop, within one deadline.
+    MessageReader rx(PROTOCOL,
+                     0,
+                     m_scheduler->GetMessageTimeout(),
+                     [this](const std::string& what) { GuestError(what); });
+    rx.Start(sizeof(vhost::Header) + sizeof(uint64_t));
+    MessageReader::Status status = rx.ReadWhole(m_scheduler->GetEventLoop(), m_backendFd);
+    if (status == MessageReader::Status::CLOSED)
     {
         // Gone meanwhile: powered off, or died (then its owner's verdict stops the run).
         m_scheduler->ReportDeparture(m_clientId);
@@ -699,14 +655,15 @@ VhostUserBackend::CallGuest(uint32_t queue)
         vhost::Header h;
         uint64_t status;
     } reply{};
-    std::memcpy(&reply.h, buf, sizeof(reply.h));
-    std::memcpy(&reply.status, buf + sizeof(reply.h), sizeof(reply.status));
-    if (n != static_cast<ssize_t>(sizeof(buf)) || reply.h.request != vhost::BACKEND_VRING_CALL ||
+    std::memcpy(&reply.h, rx.GetData(), sizeof(reply.h));
+    std::memcpy(&reply.status, rx.GetData() + sizeof(reply.h), sizeof(reply.status));
+    if (status != MessageReader::Status::WHOLE || reply.h.request != vhost::BACKEND_VRING_CALL ||
         reply.h.flags != (vhost::FLAG_VERSION | vhost::FLAG_REPLY) || reply.h.size != 8)
     {
-        GuestError("bad reply to VRING_CALL (" + std::to_string(n) + " bytes, request " +
-                   std::to_string(reply.h.request) + ", flags " + std::to_string(reply.h.flags) +
-                   ", size " + std::to_string(reply.h.size) + ")");
+        GuestError("bad reply to VRING_CALL (" + std::to_string(rx.GetHave()) +
+                   " bytes, request " + std::to_string(reply.h.request) + ", flags " +
+                   std::to_string(reply.h.flags) + ", size " + std::to_string(reply.h.size) +
+                   ")");
     }
     if (reply.status != 0)
     {

@@ -4,6 +4,7 @@
 
 #include "guest-memory.h"
 #include "guest-scheduler.h"
+#include "message-reader.h"
 #include "vhost-user-protocol.h"
 #include "virtqueue.h"
 
@@ -15,6 +16,7 @@
 #include "ns3/simulator.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -120,13 +122,11 @@ class VhostUserBackend : public Object
     void Reply(const vhost::Header& h, const void* payload, uint32_t size);
     void ReplyAck(const vhost::Header& h, uint64_t status);
     void Disconnect();
-    void ReadExact(int fd, void* buf, size_t len, const char* what);
-    /** Wall-clock seconds a send or a started message may take on the guest's sockets. */
-    double IoTimeout() const;
 
     Ptr<UmlGuestScheduler> m_scheduler;
     int m_listenFd;
     int m_connFd;
+    std::unique_ptr<MessageReader> m_rx; //!< the connection's message so far
     int m_backendFd;
     uint64_t m_features;
     uint64_t m_protocolFeatures;

@@ -2,9 +2,10 @@
 
 :class:`HostileFrontend` is the reference front-end plus helpers that build what a broken
 or hostile driver would: descriptors outside the shared memory, loops, wrong flags
-(``corrupt_*``), and malformed vhost-user messages (``send_*``).  They never raise for what
-the back-end does in response; each returns a :class:`HostileResult` saying what came back.
-docs/DESIGN.md rule 10 is what the back-end must show against them.
+(``corrupt_*``), malformed or slow vhost-user messages (``send_*``) and interrupt replies
+cut short (``cut_call_replies``).  They never raise for what the back-end does in response;
+each returns a :class:`HostileResult` saying what came back.  docs/DESIGN.md rule 10 is
+what the back-end must show against them.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def _failure(exc: Exception) -> str:
 
 class HostileFrontend(VhostUserFrontend):
     """:class:`VhostUserFrontend` with the hostile helpers (same constructor)."""
+
+    #: Bytes of each backend-channel reply that are sent (None: all), see cut_call_replies.
+    _backend_keep: int | None = None
+
+    def _sendmsg(self, sock: socket.socket, data: bytes, fds: Sequence[int] = ()) -> None:
+        if self._backend_keep is not None and sock is self._req:
+            data = data[:self._backend_keep]
+        super()._sendmsg(sock, data, fds)
 
     # ------------------------------------------------------------------
     # hostile helpers: broken ring states
@@ -294,6 +303,11 @@ class HostileFrontend(VhostUserFrontend):
         result.outcome = "sent"
         if not expect_reply:
             return result
+        return self._read_reply(result, timeout)
+
+    def _read_reply(self, result: HostileResult, timeout: float) -> HostileResult:
+        """One reply into ``result``, read without UML's checks."""
+        sock = self._require_sock()
         deadline = _wall.monotonic() + timeout
         try:
             self._wait_readable(sock, deadline)
@@ -387,6 +401,38 @@ class HostileFrontend(VhostUserFrontend):
             except OSError:
                 result.outcome = "closed"
         return result
+
+    def send_slowly(self, request: int = Request.SET_VRING_NUM, *, piece: int = 1,
+                    pause: float = 0.3, payload: bytes | None = None,
+                    timeout: float = 1.0) -> HostileResult:
+        """One message (NEED_REPLY) in pieces of ``piece`` bytes, ``pause`` s apart, then its
+        reply; stops early if the back-end goes. ``details``: ``started`` (``time.time()``
+        of the first piece), ``pieces`` sent, ``total`` pieces."""
+        if payload is None:
+            payload = VRING_STATE.pack(NET_TX_QUEUE, self.queue_size)
+        data = HEADER.pack(request, VHOST_USER_VERSION | VHOST_USER_FLAG_NEED_REPLY,
+                           len(payload)) + payload
+        chunks = [data[i:i + piece] for i in range(0, len(data), piece)]
+        result = HostileResult("send_slowly", details={"total": len(chunks), "pieces": 0})
+        sock = self._require_sock()
+        for i, chunk in enumerate(chunks):
+            if i:
+                _wall.sleep(pause)
+            else:
+                result.details["started"] = _wall.time()
+            try:
+                sock.sendall(chunk)
+            except OSError as exc:
+                result.outcome = _failure(exc)
+                return result
+            result.details["pieces"] += 1
+        return self._read_reply(result, timeout)
+
+    def cut_call_replies(self, keep: int = 6) -> HostileResult:
+        """From now on answer the device's calls with the first ``keep`` bytes of each reply
+        only (the rest never comes)."""
+        self._backend_keep = keep
+        return HostileResult("cut_call_replies", outcome="ok", details={"keep": keep})
 
     def send_unknown_request(self, request: int = 0xDEAD, *, need_reply: bool = True,
                              payload: bytes = b"", timeout: float = 1.0) -> HostileResult:
