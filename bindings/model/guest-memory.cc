@@ -1,6 +1,9 @@
 #include "guest-memory.h"
 
+#include "sigbus-guard.h"
+
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -54,7 +57,19 @@ GuestMemory::Map(const vhost::MemTable& table, const std::vector<int>& fds)
             error = "cannot map memory region " + std::to_string(i) + ": " + std::strerror(errno);
             break;
         }
-        m_regions.push_back(Region{r.userAddr, r.size, static_cast<uint8_t*>(p), r.size});
+        // Watched, because the file may shrink later all the same (an access past its end
+        // would raise SIGBUS and end every guest of the process).
+        int slot = SigbusGuard::Watch(p, r.size);
+        if (slot < 0)
+        {
+            munmap(p, r.size);
+            error = "memory region " + std::to_string(i) + ": more than " +
+                    std::to_string(SigbusGuard::MAX_WATCHED) +
+                    " guest memory regions mapped in this process";
+            break;
+        }
+        m_regions.push_back(
+            Region{r.userAddr, r.size, r.mmapOffset, static_cast<uint8_t*>(p), r.size, slot});
     }
     for (int fd : fds)
     {
@@ -72,6 +87,7 @@ GuestMemory::Unmap()
 {
     for (const Region& r : m_regions)
     {
+        SigbusGuard::Unwatch(r.guardSlot);
         munmap(r.base, r.mapLen);
     }
     m_regions.clear();
@@ -99,6 +115,47 @@ GuestMemory::Translate(uint64_t addr, uint64_t len) const
         }
     }
     return nullptr;
+}
+
+bool
+GuestMemory::IsIntact() const
+{
+    for (const Region& r : m_regions)
+    {
+        if (SigbusGuard::FaultAddress(r.guardSlot))
+        {
+            return false;
+        }
+    }
+    return true;
+}
+
+std::string
+GuestMemory::Damage() const
+{
+    for (size_t i = 0; i < m_regions.size(); ++i)
+    {
+        const Region& r = m_regions[i];
+        const uintptr_t fault = SigbusGuard::FaultAddress(r.guardSlot);
+        if (!fault)
+        {
+            continue;
+        }
+        const uint64_t at = r.fileOffset + (fault - reinterpret_cast<uintptr_t>(r.base));
+        char text[256];
+        std::snprintf(text,
+                      sizeof(text),
+                      "its memory file shrank under the device (region %zu: guest address "
+                      "0x%llx, 0x%llx bytes from file offset 0x%llx; file offset 0x%llx is "
+                      "past the file's end now)",
+                      i,
+                      static_cast<unsigned long long>(r.start),
+                      static_cast<unsigned long long>(r.size),
+                      static_cast<unsigned long long>(r.fileOffset),
+                      static_cast<unsigned long long>(at));
+        return text;
+    }
+    return "";
 }
 
 } // namespace ns3

@@ -31,13 +31,25 @@ class GuestMemory
      * len 0 is refused: no descriptor of a working driver is empty. */
     uint8_t* Translate(uint64_t addr, uint64_t len) const;
 
+    /**
+     * Whether every region still has its file behind it. The guest may shrink its memory
+     * file (UML's cannot be sealed): an access past the file's end then read zeros or wrote
+     * where the guest never looks (SigbusGuard), and all read since the last check is void.
+     * Ask after each batch of accesses and before acting on anything read.
+     */
+    bool IsIntact() const;
+    /** Why it is not intact (the first region that lost pages), or an empty string. */
+    std::string Damage() const;
+
   private:
     struct Region
     {
         uint64_t start; // front-end address (UML: guest_addr == user_addr)
         uint64_t size;
+        uint64_t fileOffset;
         uint8_t* base;
         size_t mapLen;
+        int guardSlot; // SigbusGuard's
     };
 
     std::vector<Region> m_regions;

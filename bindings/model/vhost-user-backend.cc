@@ -87,11 +87,52 @@ VhostUserBackend::DoDispose()
 void
 VhostUserBackend::GuestError(const std::string& what) const
 {
+    const std::string damage = m_memory.Damage();
     throw UmlError("device",
                    true,
                    m_clientId,
                    "client " + FormatClientId(m_clientId) + ": virtio device " + m_socketPath +
-                       ": " + what);
+                       ": " + (damage.empty() ? what : damage));
+}
+
+void
+VhostUserBackend::CheckMemory() const
+{
+    if (!m_memory.IsIntact())
+    {
+        GuestError(m_memory.Damage());
+    }
+}
+
+void
+VhostUserBackend::CopyFromGuest(const Virtqueue::Chain& chain, std::vector<uint8_t>& out) const
+{
+    for (const auto& s : chain.segments)
+    {
+        if (!s.writable)
+        {
+            out.insert(out.end(), s.ptr, s.ptr + s.len);
+        }
+    }
+    CheckMemory(); // a frame partly read from a shrunken file goes nowhere
+}
+
+void
+VhostUserBackend::PushWritten(uint32_t queue, uint16_t head, uint32_t written)
+{
+    CheckMemory();
+    Queue(queue).Push(head, written);
+}
+
+void
+VhostUserBackend::EndBatch(uint32_t queue, bool used)
+{
+    const bool call = used && Queue(queue).NeedsInterrupt();
+    CheckMemory();
+    if (call)
+    {
+        CallGuest(queue);
+    }
 }
 
 void
@@ -597,6 +638,7 @@ VhostUserBackend::Dispatch(const vhost::Header& h, const uint8_t* p, std::vector
             auto s = state();
             m_kicks++;
             OnKick(s.index);
+            CheckMemory(); // a device may use buffers during the kick (virtio-console)
             ReplyAck(h, 0);
             return;
         }

@@ -82,7 +82,21 @@ class VhostUserBackend : public Object
     /** Interrupt the guest for a queue (VRING_CALL), waiting for its acknowledgement while
      * the scheduler keeps serving its time socket (docs/DESIGN.md rule 5). */
     void CallGuest(uint32_t queue);
+    /** An error naming the guest. While its memory is not intact, the error says so
+     * instead: what went wrong came from the zeros that replaced the lost pages. */
     [[noreturn]] void GuestError(const std::string& what) const;
+    /** GuestError if the guest's memory file shrank under the device (GuestMemory::IsIntact):
+     * nothing read since the last check may be used (docs/DESIGN.md rule 10). */
+    void CheckMemory() const;
+    /** Append the chain's device-readable bytes to out, the guest's memory intact throughout
+     * (else GuestError): the one way devices read what a guest hands over. */
+    void CopyFromGuest(const Virtqueue::Chain& chain, std::vector<uint8_t>& out) const;
+    /** Return a chain the device wrote into (Virtqueue::Push), the guest's memory intact
+     * (else GuestError): no buffer written into the zeros of a shrunk file is used. */
+    void PushWritten(uint32_t queue, uint16_t head, uint32_t written);
+    /** A batch of work on a queue ends: CheckMemory, then, if buffers were used and the
+     * driver wants it, CallGuest. */
+    void EndBatch(uint32_t queue, bool used);
 
     /** Schedule fn after delay under the node's context unless pending is (then nothing).
      * One event, inserted as Schedule would: the order of events is the same, only the

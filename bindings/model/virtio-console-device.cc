@@ -182,10 +182,7 @@ VirtioConsoleDevice::TakeControl()
                            " writable bytes");
             }
             std::vector<uint8_t> message;
-            for (const auto& s : chain.segments)
-            {
-                message.insert(message.end(), s.ptr, s.ptr + s.len);
-            }
+            CopyFromGuest(chain, message);
             q.Push(chain.head, 0);
             m_controlIn.push_back(std::move(message));
         }
@@ -288,7 +285,7 @@ VirtioConsoleDevice::FlushControl()
                 std::memcpy(s.ptr, message.data() + done, n);
                 done += n;
             }
-            q.Push(chain.head, static_cast<uint32_t>(done));
+            PushWritten(vhost::CONSOLE_CTRL_RX_QUEUE, chain.head, static_cast<uint32_t>(done));
             m_controlOut.pop_front();
             used = true;
         }
@@ -298,10 +295,7 @@ VirtioConsoleDevice::FlushControl()
         GuestError(e.what());
     }
     // Without buffers the rest waits for the guest's kick on the control receive queue.
-    if (used && q.NeedsInterrupt())
-    {
-        CallGuest(vhost::CONSOLE_CTRL_RX_QUEUE);
-    }
+    EndBatch(vhost::CONSOLE_CTRL_RX_QUEUE, used);
 }
 
 // ---------------------------------------------------------------- host to guest
@@ -365,7 +359,7 @@ VirtioConsoleDevice::FlushRx()
                 m_sendOffset += n;
                 written += static_cast<uint32_t>(n);
             }
-            q.Push(chain.head, written);
+            PushWritten(vhost::CONSOLE_RX_QUEUE, chain.head, written);
             m_rxBytes += written;
             used = true;
         }
@@ -385,10 +379,7 @@ VirtioConsoleDevice::FlushRx()
         m_send.erase(m_send.begin(), m_send.begin() + static_cast<std::ptrdiff_t>(m_sendOffset));
         m_sendOffset = 0;
     }
-    if (used && q.NeedsInterrupt())
-    {
-        CallGuest(vhost::CONSOLE_RX_QUEUE);
-    }
+    EndBatch(vhost::CONSOLE_RX_QUEUE, used);
 }
 
 // ---------------------------------------------------------------- guest to host
@@ -413,10 +404,7 @@ VirtioConsoleDevice::DrainTx()
             {
                 GuestError("transmit buffer with device-writable descriptors");
             }
-            for (const auto& s : chain.segments)
-            {
-                m_received.insert(m_received.end(), s.ptr, s.ptr + s.len);
-            }
+            CopyFromGuest(chain, m_received);
             q.Push(chain.head, 0);
             m_txBytes += chain.readable;
             used = true;
@@ -427,10 +415,7 @@ VirtioConsoleDevice::DrainTx()
     {
         GuestError(e.what());
     }
-    if (used && q.NeedsInterrupt())
-    {
-        CallGuest(vhost::CONSOLE_TX_QUEUE);
-    }
+    EndBatch(vhost::CONSOLE_TX_QUEUE, used);
 }
 
 void

@@ -273,10 +273,7 @@ VirtioNetDevice::DrainTx()
                 GuestError("transmit buffer of " + std::to_string(total) + " bytes");
             }
             m_txBuffer.clear();
-            for (const auto& s : chain.segments)
-            {
-                m_txBuffer.insert(m_txBuffer.end(), s.ptr, s.ptr + s.len);
-            }
+            CopyFromGuest(chain, m_txBuffer);
             m_txHead = chain.head;
             m_segmenter.Process(features,
                                 m_txBuffer.data(),
@@ -293,10 +290,7 @@ VirtioNetDevice::DrainTx()
     {
         GuestError(e.what());
     }
-    if (used && q.NeedsInterrupt())
-    {
-        CallGuest(vhost::NET_TX_QUEUE);
-    }
+    EndBatch(vhost::NET_TX_QUEUE, used);
 }
 
 void
@@ -395,7 +389,6 @@ VirtioNetDevice::WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso, 
     int part = 0;
     for (uint16_t i = 0; i < used; ++i)
     {
-        uint32_t written = 0;
         for (const auto& s : m_rxChains[i].segments)
         {
             size_t space = s.len;
@@ -406,7 +399,6 @@ VirtioNetDevice::WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso, 
                 std::memcpy(dst, src[part], n);
                 dst += n;
                 space -= n;
-                written += static_cast<uint32_t>(n);
                 src[part] += n;
                 left[part] -= n;
                 if (left[part] == 0)
@@ -415,7 +407,14 @@ VirtioNetDevice::WriteRx(const std::vector<uint8_t>& frame, const uint8_t* gso, 
                 }
             }
         }
-        q.Push(m_rxChains[i].head, written);
+    }
+    // Each chain holds what fits of the rest, in order; none is used before all are written.
+    uint64_t rest = need;
+    for (uint16_t i = 0; i < used; ++i)
+    {
+        const auto written = static_cast<uint32_t>(std::min(rest, m_rxChains[i].writable));
+        PushWritten(vhost::NET_RX_QUEUE, m_rxChains[i].head, written);
+        rest -= written;
     }
     m_rxFrames += wire;
     if (!m_rxTrace.IsEmpty()) // no Packet per frame for a trace nobody listens to
@@ -462,10 +461,7 @@ VirtioNetDevice::FlushRx()
         m_rxPending.erase(m_rxPending.begin(), m_rxPending.begin() + count);
         delivered = true;
     }
-    if (delivered && Queue(vhost::NET_RX_QUEUE).NeedsInterrupt())
-    {
-        CallGuest(vhost::NET_RX_QUEUE);
-    }
+    EndBatch(vhost::NET_RX_QUEUE, delivered);
 }
 
 void

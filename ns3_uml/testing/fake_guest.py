@@ -28,9 +28,12 @@ interrupt event fires (at the same simulated time). Steps run in order while run
 * ``{"op": "raw", "request": R, "payload": HEX, "flags": F, "size": S, "mem_fds": N,
   "timeout": S, "expect_reply": B}``: one raw message (``mem_fds`` copies of the memory fd)
 * ``{"op": "chain", "queue": Q, "specs": [{"addr": A|"buf", "len": L, "flags": F, "data": HEX,
-  "next": N, "to": POS}...]}``: a hand-made chain, published and kicked (``"buf"``: a fresh
-  64-byte buffer; ``data``: a fresh buffer holding these bytes)
+  "next": N, "to": POS}...], "kick": true}``: a hand-made chain, published and (unless
+  ``kick`` is false) kicked (``"buf"``: a fresh 64-byte buffer; ``data``: a fresh buffer
+  holding these bytes)
 * ``{"op": "poke", "addr": A, "data": HEX}``: write guest memory
+* ``{"op": "shrink_memory", "size": S, "kick": Q}``: truncate the memory file to S bytes
+  behind the device's back, then kick queue Q (if given) without touching the memory
 * ``{"op": "mem_table", "size_delta": D}``: SET_MEM_TABLE again (region size changed by D)
 * ``{"op": "flood", "count": N}``: N GET_FEATURES whose replies are never read
 * ``{"op": "hang", "seconds": S}``: stop doing anything for a while (wall clock)
@@ -243,11 +246,15 @@ def run(args: argparse.Namespace, steps: list[dict[str, Any]], out: dict[str, An
                     spec["addr"] = fe.payload_buf(64)
                 spec.setdefault("flags", 0)
                 specs.append(spec)
-            res = fe.hostile_chain("chain", int(step.get("queue", 1)), specs, kick=True,
-                                    timeout=None)
+            res = fe.hostile_chain("chain", int(step.get("queue", 1)), specs,
+                                    kick=bool(step.get("kick", True)), timeout=None)
             out["hostile"].append(_hostile_record(res))
         elif op == "poke":
             fe.mem.write(int(step["addr"]), bytes.fromhex(step["data"]))
+        elif op == "shrink_memory":
+            kick = step.get("kick")
+            res = fe.shrink_memory(int(step["size"]), kick=None if kick is None else int(kick))
+            out["hostile"].append(_hostile_record(res))
         elif op == "mem_table":
             out["hostile"].append({"name": "mem_table",
                                    "outcome": fe.send_mem_table_resized(int(step["size_delta"]))})

@@ -470,6 +470,19 @@ class HostileFrontend(VhostUserFrontend):
             return f"{type(exc).__name__}: {exc}"
         return "ok"
 
+    def shrink_memory(self, size: int, *, kick: int | None = None,
+                      timeout: float | None = None) -> HostileResult:
+        """Truncate the memory file to ``size`` bytes after SET_MEM_TABLE (the device's
+        mapping keeps its size), then kick queue ``kick`` (None: no kick) without touching
+        the memory: whatever the device reads or writes past ``size`` is gone."""
+        self.mem.truncate(size)
+        result = HostileResult("shrink_memory", kick, None, [], {"size": size})
+        if kick is not None:
+            self._safe_kick(kick, result, timeout)
+        else:
+            result.outcome = "ok"
+        return result
+
     def flood(self, count: int) -> int:
         """``count`` GET_FEATURES whose replies are never read, written without blocking on
         our side; returns how many went out whole."""

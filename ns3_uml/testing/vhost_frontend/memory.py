@@ -64,6 +64,8 @@ class DriverMemory:
         self.reserved = reserved
         self.fd = _create_mem_file(size)
         self.mm = mmap.mmap(self.fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        #: Bytes the file holds (``size`` unless :meth:`truncate` shrank it).
+        self.file_size = size
         self._next = reserved
         self._free: dict[tuple[int, int], list[int]] = {}
         self.allocated = 0
@@ -113,8 +115,16 @@ class DriverMemory:
         self._free.setdefault((size, align), []).append(addr)
         self.allocated -= size
 
+    def truncate(self, size: int) -> None:
+        """Shrink the memory file to ``size`` bytes behind the device's back, as a hostile
+        guest may after SET_MEM_TABLE (UML's file is no memfd and cannot be sealed): the
+        pages past it are gone for every mapping of the file, and touching them raises
+        SIGBUS, so this memory refuses accesses there from now on."""
+        os.ftruncate(self.fd, size)
+        self.file_size = size
+
     def _check(self, addr: int, length: int) -> None:
-        if addr < 0 or length < 0 or addr + length > self.size:
+        if addr < 0 or length < 0 or addr + length > min(self.size, self.file_size):
             raise IndexError(f"guest access {addr:#x}+{length} outside memory")
 
     def read(self, addr: int, length: int) -> bytes:
