@@ -56,6 +56,7 @@ def test_protocol_constants_match_the_core():
     assert tt.CAP_TIME_SHARE == protocol.CAP_TIME_SHARE
     assert tt.FLAG_REQ_RUN == protocol.FLAG_REQ_RUN
     assert tt.START_ACK_ID_MASK == protocol.START_ACK_ID_MASK
+    assert tt.ID_NONE == protocol.ID_NONE
     assert tt.TIME_NEVER == protocol.TIME_NEVER
     cppyy.cppdef(
         """

@@ -36,8 +36,10 @@ while the client is running after START:
   ``{"op": "ndelay", "ns": N}``, ``{"op": "read_clock", "count": K}``
 * ``{"op": "wait_irq", "count": K}``: idle until K more interrupts ran
 * ``{"op": "repeat", "count": K, "steps": [...]}``
-* ``{"op": "exit"}``: poweroff now (close while running)
-* error injection: ``{"op": "hang", "seconds": S}`` (forever without S),
+* ``{"op": "exit", "linger": S}``: poweroff now (close while running); with ``linger``
+  the process goes on S s of wall time after closing its socket
+* error injection: ``{"op": "hang", "seconds": S, "mark": PATH}`` (forever without S;
+  PATH is created when it starts),
   ``{"op": "raw", "hex": "0100"}``, ``{"op": "short_and_close", "bytes": 8}``,
   ``{"op": "unknown_op", "value": 127, "wait_ack": true}``,
   ``{"op": "send_as_calendar", "msg": "RUN"|"FREE_UNTIL", "time": T}``,
