@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from . import _native
+from .log import get_logger
 from .units import parse_time
+
+_log = get_logger(__name__)
 
 
 class CalendarError(RuntimeError):
@@ -20,7 +23,8 @@ class CalendarError(RuntimeError):
 
     ``kind`` is one of "protocol", "hang", "crash", "timeout", "interrupted", "setup";
     ``client_id`` is the START id of the client at fault, or None (no client, or a
-    connection that sent no START). Messages name a client by that id in decimal.
+    connection that sent no START). Messages name a client by that id in decimal, with its
+    process's pid and command when known.
     """
 
     def __init__(self, kind: str, client_id: int | None, message: str) -> None:
@@ -106,6 +110,7 @@ class Calendar:
             self._impl.SetAttribute(name, value)
         self._impl.ExpectClients(clients)
         self._closed = False
+        self._warned = 0
         self._wakeup_r: socket.socket | None = None
         self._wakeup_w: socket.socket | None = None
         Calendar._active = self
@@ -135,7 +140,8 @@ class Calendar:
 
     def register_process(self, client_id: int, pid: int) -> None:
         """Tell the calendar which child process is behind a client id, so that its abnormal
-        death (not a clean power-off) stops the run with an error naming it."""
+        death (not a clean power-off) stops the run with an error naming it. Without it the
+        calendar looks at the process at the other end of the client's socket."""
         self._impl.RegisterProcess(client_id, pid)
 
     def set_client_node(self, client_id: int, node_id: int) -> None:
@@ -174,6 +180,7 @@ class Calendar:
             self._call(ns.Simulator.Run)
         finally:
             self._remove_interrupt()
+            self._log_warnings()
             if stop is not None and not self._closed and not ns.Simulator.IsExpired(stop):
                 # Stopped earlier: the next run must not stop at this one's end.
                 ns.Simulator.Remove(stop)
@@ -183,9 +190,12 @@ class Calendar:
         return int(self.ns.Simulator.Now().GetNanoSeconds())
 
     def summary(self) -> dict[str, Any]:
-        """Clients (ids, slots, runs, how they left), messages by op, simulated and wall time,
-        independent groups (1: all joined; 0: grouping off) and runs started beside
-        another's (``runs_ahead``). Built in C++ in one call (``GetSummaryJson``)."""
+        """Clients, messages by op, simulated and wall time, independent groups (1: all
+        joined; 0: grouping off), runs started beside another's (``runs_ahead``) and the
+        ``warnings``. Each client: ``id``, slot, runs, how it left (``departure``), its
+        process (``pid``, ``command``) and how that stood when it left (``process``: "still
+        runs", "exited with status N", "killed by signal N", ...). Built in C++ in one call
+        (``GetSummaryJson``)."""
         return json.loads(str(self._impl.GetSummaryJson()))
 
     def close(self) -> None:
@@ -210,6 +220,15 @@ class Calendar:
         except _native.error_class() as exc:
             client = int(exc.GetClientId()) if exc.HasClient() else None
             raise CalendarError(str(exc.GetKind()), client, str(exc.what())) from None
+
+    def _log_warnings(self) -> None:
+        # Each once, as soon as Python runs again (the C++ loop does not call into Python).
+        if self._closed:
+            return
+        count = int(self._impl.GetWarningCount())
+        for i in range(self._warned, count):
+            _log.warning("calendar: %s", str(self._impl.GetWarning(i)))
+        self._warned = count
 
     def _install_interrupt(self) -> None:
         # Ctrl-C while C++ blocks in epoll: Python's C-level handler writes the signal number

@@ -627,7 +627,9 @@ def test_a_get_storm_does_not_postpone_the_limits(make_calendar, clients, socket
         assert err.value.kind == "timeout" and "only 0 of 1 clients" in str(err.value)
     else:
         assert err.value.kind == "hang" and err.value.client_id == 7
-        assert "client 7: did not yield within 1" in str(err.value)
+        # Named with its process, which the calendar learnt from its socket.
+        assert f"client 7 (pid {stormer.proc.pid}, " in str(err.value)
+        assert "): did not yield within 1" in str(err.value)
     assert elapsed < 10, elapsed
     stormer.proc.wait(timeout=30)  # it sees the calendar close and ends
 
@@ -683,7 +685,8 @@ def test_standalone_calendar_until(clients, socket_path):
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 0, err
     assert "simulated time reached: 4.5 us" in out
-    assert "id 1: 1 runs" in out  # free to run up to the stop event at 4.5 us
+    # Free to run up to the stop event at 4.5 us; named with the process behind its socket.
+    assert re.search(rf"id 1 \(pid {a.proc.pid}, [^)]+\): 1 runs", out), out
     # The calendar went away: the client's link broke, as a guest's would.
     assert a.proc.wait(timeout=30) != 0
     assert not socket_path.exists()
@@ -710,3 +713,61 @@ def test_standalone_calendar_stops_on_ctrl_c(socket_path):
     assert cli.returncode == 130
     assert "interrupted by SIGINT" in err
     assert not socket_path.exists()
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+@pytest.mark.parametrize("reaped", [False, True], ids=["zombie", "reaped"])
+def test_standalone_calendar_names_a_killed_client_as_a_crash(clients, socket_path, tmp_path,
+                                                              reaped):
+    # Nobody registered its pid: the calendar learnt it from the socket. It is not the
+    # calendar's child: its status is read while it is a zombie, or from its pidfd once
+    # its parent (here, the test) has reaped it (Linux 6.15; the host runs 6.18).
+    import time
+
+    cli = _cli(socket_path, "--clients", "2")
+    mark = tmp_path / "hanging"
+    victim = clients(socket_path, 9, [*sleeps(1000), {"op": "hang", "mark": str(mark)}])
+    clients(socket_path, 1, sleeps(*[1000] * 5))
+    deadline = time.monotonic() + 60
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    comm = _comm(victim.proc.pid)
+    if reaped:
+        cli.send_signal(signal.SIGSTOP)  # so that it looks only once the test has reaped it
+    victim.proc.send_signal(signal.SIGKILL)  # while it is the running client
+    if reaped:
+        victim.proc.wait()
+        cli.send_signal(signal.SIGCONT)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 1, err
+    assert err.strip().splitlines()[-1] == (
+        f"ns3-uml calendar: crash error: client 9 (pid {victim.proc.pid}, {comm}): "
+        "died: killed by signal 9")
+
+
+def test_standalone_calendar_names_a_client_whose_process_outlives_its_socket(
+    clients, socket_path
+):
+    import json
+
+    cli = _cli(socket_path, "--clients", "2", "--json")
+    lingers = clients(socket_path, 3, [*sleeps(1000), {"op": "exit", "linger": 10}])
+    ends = clients(socket_path, 4, [*sleeps(1000, 1000), {"op": "exit"}])
+    comms = {3: _comm(lingers.proc.pid), 4: _comm(ends.proc.pid)}
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    summary = json.loads(out)
+    assert [(c["id"], c["pid"], c["command"], c["departure"], c["process"])
+            for c in summary["clients"]] == [
+        (3, lingers.proc.pid, comms[3], "left while running", "still runs"),
+        (4, ends.proc.pid, comms[4], "left while running", "exited with status 0"),
+    ]
+    [warning] = summary["warnings"]
+    assert warning == (f"client 3 (pid {lingers.proc.pid}, {comms[3]}) left while running: it "
+                       "closed its socket, but its process still runs (a departure, not a "
+                       "crash)")
+    assert f"ns3-uml: warning: calendar: {warning}" in err
+    assert lingers.proc.poll() is None  # still there: cleanup ends it

@@ -36,6 +36,8 @@ UmlCalendar::OnAccepted(int fd)
 {
     auto c = std::make_unique<Client>();
     Client* raw = c.get();
+    // Learnt now, while the peer is surely there, so its end can be told (rule 9).
+    c->process = ClientProcess::OfPeer(fd);
     c->conn = std::make_unique<TtConnection>(
         fd,
         m_messages,
@@ -122,7 +124,11 @@ UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
     c->conn->SetId(id);
     c->state = State::STARTING;
     c->offset = CurrentNs();
-    c->pid = m_processes.GetPid(id);
+    // Its owner's word (Simulation: its child) over the socket's peer.
+    if (int pid = m_processes.GetPid(id); pid > 0)
+    {
+        c->process = ClientProcess::OfChild(pid);
+    }
     if (auto it = m_clientContexts.find(id); it != m_clientContexts.end())
     {
         c->context = it->second;
@@ -271,15 +277,17 @@ UmlCalendar::HandleBroadcast(Client* c, const tt::Message& msg)
     c->conn->Ack(msg.seq, 0);
 }
 
-void
+std::string
 UmlCalendar::CheckProcess(Client* c)
 {
-    std::string how = ClientProcesses::AbnormalEnd(c->pid);
-    if (!how.empty())
+    ClientProcess::End end = c->process.Check();
+    if (end.abnormal)
     {
-        c->departure = how;
-        Fail("crash", c, "died: " + how);
+        c->departure = end.how;
+        c->processEnd = end.how;
+        Fail("crash", c, "died: " + end.how);
     }
+    return end.how;
 }
 
 void
@@ -326,8 +334,21 @@ UmlCalendar::Depart(Client* c, bool midMessage)
     {
         Fail("protocol", c, "disconnected in the middle of a message");
     }
-    CheckProcess(c);
-    m_clientDepartedTrace(c->Id(), c->departure);
+    c->processEnd = CheckProcess(c);
+    c->process.Release();
+    std::string how = c->departure;
+    if (!c->processEnd.empty())
+    {
+        how += "; its process (" + c->process.Describe() + "): " + c->processEnd;
+        NS_LOG_INFO(Name(c) << ": its process: " << c->processEnd);
+    }
+    if (c->processEnd == ClientProcess::STILL_RUNS)
+    {
+        Warn(Name(c) + " " + c->departure +
+             ": it closed its socket, but its process still runs (a departure, not a "
+             "crash)");
+    }
+    m_clientDepartedTrace(c->Id(), how);
 }
 
 } // namespace ns3

@@ -345,11 +345,15 @@ UmlCalendar::Name(const Client* c) const
     // Before START a connection has no id; the id it may send later is not its name yet.
     std::string s = c->state == State::CONNECTED ? "a connection that sent no START"
                                                  : "client " + FormatClientId(c->Id());
-    if (c->pid > 0)
-    {
-        s += " (pid " + std::to_string(c->pid) + ")";
-    }
-    return s;
+    std::string process = c->process.Describe();
+    return process.empty() ? s : s + " (" + process + ")";
+}
+
+void
+UmlCalendar::Warn(const std::string& what)
+{
+    NS_LOG_WARN(what);
+    m_warnings.push_back(what);
 }
 
 void
@@ -427,7 +431,7 @@ UmlCalendar::RegisterProcess(uint64_t clientId, int pid)
     m_processes.Register(clientId, pid);
     if (Client* c = Find(clientId))
     {
-        c->pid = pid;
+        c->process = ClientProcess::OfChild(pid);
     }
 }
 
@@ -679,9 +683,23 @@ UmlCalendar::GetClientRecords() const
                                       c->lastRunNs,
                                       states[static_cast<int>(c->state)],
                                       c->departure,
-                                      c->pid});
+                                      c->process.GetPid(),
+                                      c->process.GetCommand(),
+                                      c->processEnd});
     }
     return out;
+}
+
+uint32_t
+UmlCalendar::GetWarningCount() const
+{
+    return static_cast<uint32_t>(m_warnings.size());
+}
+
+std::string
+UmlCalendar::GetWarning(uint32_t i) const
+{
+    return i < m_warnings.size() ? m_warnings[i] : "";
 }
 
 namespace
@@ -731,7 +749,16 @@ UmlCalendar::GetSummaryJson() const
             << ", \"shm\": " << (c.shm ? "true" : "false") << ", \"offset_ns\": " << c.offsetNs
             << ", \"runs\": " << c.runs << ", \"last_run_ns\": " << c.lastRunNs
             << ", \"state\": " << JsonString(c.state)
-            << ", \"departure\": " << JsonString(c.departure) << ", \"pid\": " << c.pid << "}";
+            << ", \"departure\": " << JsonString(c.departure) << ", \"pid\": " << c.pid
+            << ", \"command\": " << JsonString(c.command)
+            << ", \"process\": " << JsonString(c.process) << "}";
+        sep = ", ";
+    }
+    out << "], \"warnings\": [";
+    sep = "";
+    for (const std::string& w : m_warnings)
+    {
+        out << sep << JsonString(w);
         sep = ", ";
     }
     out << "], \"messages\": {";
@@ -760,6 +787,7 @@ UmlCalendar::Shutdown()
     for (auto& [id, c] : m_clients)
     {
         c->conn->Close();
+        c->process.Release();
         if (c->state != State::GONE)
         {
             c->state = State::GONE;

@@ -39,6 +39,8 @@ struct UmlClientRecord
     std::string state;      //!< "connected", "starting", "waiting", "running" or "gone"
     std::string departure;  //!< how it left ("" while there)
     int pid;                //!< the process behind it, -1 if unknown
+    std::string command;    //!< that process's command name ("" if unknown)
+    std::string process;    //!< how that process stood when it left ("" if unknown)
 };
 
 /**
@@ -93,7 +95,8 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void ExpectClients(uint32_t n);
     /** Serve until n more clients have connected and yielded once (e.g. inside an event). */
     void AdmitClients(uint32_t n);
-    /** The process behind a client: its abnormal death turns a departure into an error. */
+    /** The process behind a client (a child of ours; otherwise its socket's peer is): its
+     * abnormal death turns a departure into an error. */
     void RegisterProcess(uint64_t clientId, int pid);
     /** The ns-3 node a client is the guest of (its run events carry the node's context),
      * so that it belongs to the node's independent group. A client without one is global:
@@ -120,6 +123,9 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     uint32_t ComputeGroups();
     /** Every client that sent START, in id order. */
     std::vector<UmlClientRecord> GetClientRecords() const;
+    /** What the calendar warned about (also in the summary), oldest first. */
+    uint32_t GetWarningCount() const;
+    std::string GetWarning(uint32_t i) const;
     /** The run's summary as one JSON object (what Calendar.summary returns): one call, since
      * cppyy compiles a wrapper for each method and type at its first use. */
     std::string GetSummaryJson() const;
@@ -173,10 +179,11 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
         bool inBatch = false;                     // taken into a batch, not started yet
         EventId event;
         uint64_t scheduledNs = tt::TIME_NEVER;
-        int pid = -1;
+        ClientProcess process;  // the peer of its socket, or the child registered for it
         uint64_t runs = 0;
         uint64_t lastRunNs = 0;
         std::string departure;
+        std::string processEnd; // how its process stood when it left
 
         uint64_t Id() const;
     };
@@ -192,7 +199,10 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     uint64_t NextEventNsFor(const Client* c) const;
     tt::ShmClient* Record(Client* c);
     bool UsesShm(Client* c);
+    /** "client 42 (pid 1234, linux)". */
     std::string Name(const Client* c) const;
+    /** A warning for the user: logged, kept for the summary. */
+    void Warn(const std::string& what);
     [[noreturn]] void Fail(const std::string& kind, const Client* c, const std::string& what);
     Client* Find(uint64_t clientId) const;
 
@@ -211,7 +221,8 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void HandleUpdate(Client* c, const tt::Message& msg);
     void HandleBroadcast(Client* c, const tt::Message& msg);
     void Depart(Client* c, bool midMessage);
-    void CheckProcess(Client* c);
+    /** Fails with "crash" if c's process died abnormally; else how it stands ("" unknown). */
+    std::string CheckProcess(Client* c);
 
     // The hand-off policy
     void HoldForAdmission();
@@ -258,6 +269,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     std::map<uint64_t, uint32_t> m_clientContexts; // from SetClientContext, by client id
     InterruptWatch m_interrupt;
     std::map<uint64_t, std::unique_ptr<Client>> m_clients; // by START id: the fixed order
+    std::vector<std::string> m_warnings;
     std::vector<std::unique_ptr<Client>> m_unnamed;        // accepted, no START yet
     Client* m_running;
     uint32_t m_expected;
