@@ -13,6 +13,7 @@ from typing import Any
 
 from . import _native
 from .log import get_logger
+from .protocol import ID_NONE
 from .units import parse_time
 
 _log = get_logger(__name__)
@@ -22,9 +23,9 @@ class CalendarError(RuntimeError):
     """A run stopped because of a client: a crash, a hang, a broken protocol, an interrupt.
 
     ``kind`` is one of "protocol", "hang", "crash", "timeout", "interrupted", "setup";
-    ``client_id`` is the START id of the client at fault, or None (no client, or a
-    connection that sent no START). Messages name a client by that id in decimal, with its
-    process's pid and command when known.
+    ``client_id`` is the START id of the client at fault (-1 for a client that gave none),
+    or None (no client, or a connection that sent no START). Messages name a client by
+    that id in decimal, with its process's pid and command when known.
     """
 
     def __init__(self, kind: str, client_id: int | None, message: str) -> None:
@@ -42,15 +43,16 @@ class Calendar:
     destroys the simulation and removes the socket.
 
     ``clients``: how many clients ``run()`` waits for before time starts (they are then
-    ordered by START id). ``shared_memory``: offer shared-memory scheduling. ``tod_epoch_ns``:
-    the guests' time of day at simulated 0 (fixed by default). ``yield_timeout`` and
-    ``connect_timeout``: wall-clock seconds before a client counts as hung or missing.
-    ``max_free_run``: at most this much simulated time (e.g. "100ms") runs without the
-    calendar hearing of it (default: up to the next event that can reach the client).
-    ``independent_groups``: the guests of nodes that no chain of channels joins do not stop
-    for each other's events (False: every guest stops for every event; same results for
-    each group, more hand-offs). ``log``: a file that gets every protocol message with its
-    simulated time.
+    ordered by START id; clients without one, id -1, come after the others in the order they
+    connected, with a warning when there are two). ``shared_memory``: offer shared-memory
+    scheduling. ``tod_epoch_ns``: the guests' time of day at simulated 0 (fixed by default).
+    ``yield_timeout`` and ``connect_timeout``: wall-clock seconds before a client counts as
+    hung or missing. ``max_free_run``: at most this much simulated time (e.g. "100ms") runs
+    without the calendar hearing of it (default: up to the next event that can reach the
+    client). ``independent_groups``: the guests of nodes that no chain of channels joins do
+    not stop for each other's events (False: every guest stops for every event; same results
+    for each group, more hand-offs). ``log``: a file that gets every protocol message with
+    its simulated time.
     """
 
     _active: "Calendar | None" = None
@@ -142,12 +144,12 @@ class Calendar:
         """Tell the calendar which child process is behind a client id, so that its abnormal
         death (not a clean power-off) stops the run with an error naming it. Without it the
         calendar looks at the process at the other end of the client's socket."""
-        self._impl.RegisterProcess(client_id, pid)
+        self._call(self._impl.RegisterProcess, _start_id(client_id), pid)
 
     def set_client_node(self, client_id: int, node_id: int) -> None:
         """Tell the calendar which ns-3 node a client is the guest of: it then belongs to the
         node's independent group (a client without a node stops for every event)."""
-        self._impl.SetClientContext(client_id, node_id)
+        self._call(self._impl.SetClientContext, _start_id(client_id), node_id)
 
     def admit(self, n: int) -> None:
         """Serve until ``n`` more clients have connected and yielded once."""
@@ -192,10 +194,11 @@ class Calendar:
     def summary(self) -> dict[str, Any]:
         """Clients, messages by op, simulated and wall time, independent groups (1: all
         joined; 0: grouping off), runs started beside another's (``runs_ahead``) and the
-        ``warnings``. Each client: ``id``, slot, runs, how it left (``departure``), its
-        process (``pid``, ``command``) and how that stood when it left (``process``: "still
-        runs", "exited with status N", "killed by signal N", ...). Built in C++ in one call
-        (``GetSummaryJson``)."""
+        ``warnings``. Each client: ``id`` (-1: it gave none), ``name`` (as messages name
+        it), ``ordered_by`` ("id", or "connection" for the clients without an id), slot,
+        runs, how it left (``departure``), its process (``pid``, ``command``) and how that
+        stood when it left (``process``: "still runs", "exited with status N", "killed by
+        signal N", ...). Built in C++ in one call (``GetSummaryJson``)."""
         return json.loads(str(self._impl.GetSummaryJson()))
 
     def close(self) -> None:
@@ -219,6 +222,8 @@ class Calendar:
             return fn(*args)
         except _native.error_class() as exc:
             client = int(exc.GetClientId()) if exc.HasClient() else None
+            if client == ID_NONE:
+                client = -1
             raise CalendarError(str(exc.GetKind()), client, str(exc.what())) from None
 
     def _log_warnings(self) -> None:
@@ -260,6 +265,11 @@ class Calendar:
         if self._wakeup_w is not None:
             self._wakeup_w.close()
         self._wakeup_r = self._wakeup_w = None
+
+
+def _start_id(client_id: int) -> int:
+    """A client id as START carries it: -1 (no id) is (u64)-1."""
+    return ID_NONE if client_id == -1 else client_id
 
 
 def _ignore_signal(signum: int, frame: object) -> None:

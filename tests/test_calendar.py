@@ -504,6 +504,48 @@ def test_duplicate_ids_are_refused(make_calendar, clients, socket_path):
         cal.run()
 
 
+def test_clients_without_id_share_a_calendar_in_connection_order(
+    make_calendar, clients, socket_path, tmp_path, caplog
+):
+    # UML's time-travel=ext:PATH and wmediumd send START(-1): two of them are accepted and
+    # come after every client with an id, among themselves in the order they connected.
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=3, log=log)
+    procs = [clients(socket_path, protocol.ID_NONE, sleeps(1000, 1000)),
+             clients(socket_path, 5, sleeps(1000, 1000)),
+             clients(socket_path, protocol.ID_NONE, sleeps(1000, 1000))]
+    with caplog.at_level("WARNING", logger="ns3_uml"):
+        summary = cal.run()
+    assert [c.result()["status"] for c in procs] == ["ok"] * 3
+    assert [(c["id"], c["name"], c["ordered_by"]) for c in summary["clients"]] == [
+        (5, "client 5", "id"),
+        (-1, "client without id #1", "connection"),
+        (-1, "client without id #2", "connection"),
+    ]
+    pids = {c["name"]: c["pid"] for c in summary["clients"]}
+    assert pids["client 5"] == procs[1].proc.pid
+    # Which of the two connected first is the host's doing.
+    assert {pids["client without id #1"], pids["client without id #2"]} == {
+        procs[0].proc.pid, procs[2].proc.pid}
+    # At the same time they run in that order, every time (the log names them -1#N).
+    runs = [(int(t), who) for t, who, way, op, *_ in map(str.split, log.read_text().splitlines())
+            if way == "<-" and op == "RUN"]
+    assert runs == [(t, who) for t in (1000, 2000) for who in ("5", "-1#1", "-1#2")]
+    [warning] = summary["warnings"]
+    assert warning.startswith(f"client without id #2 (pid {pids['client without id #2']}, ")
+    assert "in the order they connected" in warning and "time-travel=ext:ID:PATH" in warning
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"calendar: {warning}"]
+
+
+def test_id_minus_one_names_no_single_client(make_calendar):
+    cal = make_calendar()
+    for call in (cal.register_process, cal.set_client_node):
+        with pytest.raises(CalendarError) as err:
+            call(-1, 1)
+        assert err.value.kind == "setup" and "id of every client without one" in str(err.value)
+
+
 def test_hang_is_detected(make_calendar, clients, socket_path):
     cal = make_calendar(clients=1, yield_timeout=1.0)
     clients(socket_path, 3, [*sleeps(1000), {"op": "hang"}])
@@ -713,6 +755,21 @@ def test_standalone_calendar_stops_on_ctrl_c(socket_path):
     assert cli.returncode == 130
     assert "interrupted by SIGINT" in err
     assert not socket_path.exists()
+
+
+def test_standalone_calendar_takes_clients_without_id(clients, socket_path):
+    cli = _cli(socket_path, "--clients", "2")
+    a = clients(socket_path, protocol.ID_NONE, sleeps(1000, 1000))
+    b = clients(socket_path, protocol.ID_NONE, sleeps(1500))
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    assert a.result()["status"] == b.result()["status"] == "ok"
+    # Which connected first is the host's doing: the summary and the warning say so.
+    pids = sorted(int(p) for p in re.findall(r"without id #[12] \(pid (\d+)", out))
+    assert pids == sorted((a.proc.pid, b.proc.pid)), out
+    assert "in the order they connected" in out
+    assert re.search(r"ns3-uml: warning: calendar: client without id #2 .*in the order they "
+                     r"connected", err), err
 
 
 def _comm(pid: int) -> str:

@@ -110,8 +110,14 @@ void
 UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
 {
     uint64_t id = msg.time;
-    Client* existing = Find(id);
-    if (existing && existing->state != State::GONE)
+    ClientKey key{id, 0};
+    if (id == tt::ID_NONE)
+    {
+        // Nothing but their connection orders the clients without an id (as in usfstl's
+        // controller): after all others, in the order they were admitted (rule 3).
+        key.withoutId = ++m_withoutId;
+    }
+    else if (Client* existing = Find(id); existing && existing->state != State::GONE)
     {
         Fail("protocol",
              nullptr,
@@ -119,23 +125,39 @@ UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
                  ": give each client its own id (time-travel=ext:ID:PATH) so the order "
                  "of simultaneous events is fixed");
     }
-    // Move the client from the unnamed list into the id-ordered map.
+    // Move the client from the unnamed list into the ordered map.
     std::unique_ptr<Client> owned = TakeUnnamed(c);
-    c->conn->SetId(id);
+    c->withoutId = key.withoutId;
+    c->conn->SetId(id,
+                   key.withoutId ? FormatClientId(id) + "#" + std::to_string(key.withoutId)
+                                 : FormatClientId(id));
     c->state = State::STARTING;
     c->offset = CurrentNs();
-    // Its owner's word (Simulation: its child) over the socket's peer.
-    if (int pid = m_processes.GetPid(id); pid > 0)
+    if (!key.withoutId)
     {
-        c->process = ClientProcess::OfChild(pid);
+        // What its owner said about it (Simulation: its child, its node) is by id.
+        if (int pid = m_processes.GetPid(id); pid > 0)
+        {
+            c->process = ClientProcess::OfChild(pid);
+        }
+        if (auto it = m_clientContexts.find(id); it != m_clientContexts.end())
+        {
+            c->context = it->second;
+        }
+        m_loop->SetOwner(c->conn->GetFd(), id); // held with its devices' sockets
     }
-    if (auto it = m_clientContexts.find(id); it != m_clientContexts.end())
-    {
-        c->context = it->second;
-    }
-    m_clients[id] = std::move(owned);
-    m_loop->SetOwner(c->conn->GetFd(), id); // held with its devices' sockets
+    m_clients[key] = std::move(owned);
     c->conn->LogReceived(msg);
+    if (key.withoutId > 1)
+    {
+        uint32_t others = key.withoutId - 1;
+        Warn(Name(c) + " sent START without an id (-1, as UML's time-travel=ext:PATH and "
+                       "wmediumd do), as " +
+             (others == 1 ? std::string("another client") : std::to_string(others) + " others") +
+             " did: the clients without an id come after all others at the same time and, "
+             "among themselves, in the order they connected, which may change from run to "
+             "run; give each its own id (time-travel=ext:ID:PATH) for a repeatable order");
+    }
 
     int memfd = m_noShm->GetFd();
     uint64_t ackTime = 0;

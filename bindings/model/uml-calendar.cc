@@ -125,6 +125,7 @@ UmlCalendar::UmlCalendar()
       m_maxAhead(MilliSeconds(1)),
       m_parallelRuns(1),
       m_admission([this](int fd) { OnAccepted(fd); }, [this] { return IsAdmitting(); }),
+      m_withoutId(0),
       m_running(nullptr),
       m_expected(0),
       m_handoffs(0),
@@ -340,11 +341,17 @@ UmlCalendar::Client::Id() const
 }
 
 std::string
+UmlCalendar::Label(const Client* c) const
+{
+    return c->withoutId ? "client without id #" + std::to_string(c->withoutId)
+                        : "client " + FormatClientId(c->Id());
+}
+
+std::string
 UmlCalendar::Name(const Client* c) const
 {
     // Before START a connection has no id; the id it may send later is not its name yet.
-    std::string s = c->state == State::CONNECTED ? "a connection that sent no START"
-                                                 : "client " + FormatClientId(c->Id());
+    std::string s = c->state == State::CONNECTED ? "a connection that sent no START" : Label(c);
     std::string process = c->process.Describe();
     return process.empty() ? s : s + " (" + process + ")";
 }
@@ -367,7 +374,8 @@ UmlCalendar::Fail(const std::string& kind, const Client* c, const std::string& w
 UmlCalendar::Client*
 UmlCalendar::Find(uint64_t clientId) const
 {
-    auto it = m_clients.find(clientId);
+    // tt::ID_NONE names no single client: nothing is found by it.
+    auto it = m_clients.find(ClientKey{clientId, 0});
     return it == m_clients.end() ? nullptr : it->second.get();
 }
 
@@ -425,9 +433,31 @@ UmlCalendar::AdmitClients(uint32_t n)
     SyncRequests();
 }
 
+namespace
+{
+
+/** Refuse -1 where a client is named by its id: every client without an id sends it. */
+void
+RequireId(uint64_t clientId, const char* what)
+{
+    if (clientId == tt::ID_NONE)
+    {
+        throw UmlError("setup",
+                       false,
+                       0,
+                       std::string(what) +
+                           " for client id -1: that is the id of every client without one "
+                           "(time-travel=ext:PATH); give the client an id "
+                           "(time-travel=ext:ID:PATH)");
+    }
+}
+
+} // namespace
+
 void
 UmlCalendar::RegisterProcess(uint64_t clientId, int pid)
 {
+    RequireId(clientId, "cannot register a process");
     m_processes.Register(clientId, pid);
     if (Client* c = Find(clientId))
     {
@@ -438,6 +468,7 @@ UmlCalendar::RegisterProcess(uint64_t clientId, int pid)
 void
 UmlCalendar::SetClientContext(uint64_t clientId, uint32_t context)
 {
+    RequireId(clientId, "cannot set a node");
     m_clientContexts[clientId] = context;
     if (Client* c = Find(clientId))
     {
@@ -673,9 +704,11 @@ UmlCalendar::GetClientRecords() const
     static const char* const states[] = {"connected", "starting", "waiting", "running", "gone"};
     std::vector<UmlClientRecord> out;
     out.reserve(m_clients.size());
-    for (const auto& [id, c] : m_clients)
+    for (const auto& [key, c] : m_clients)
     {
-        out.push_back(UmlClientRecord{id,
+        out.push_back(UmlClientRecord{key.id,
+                                      Label(c.get()),
+                                      key.withoutId != 0,
                                       c->slot,
                                       c->shm,
                                       c->offset,
@@ -745,7 +778,10 @@ UmlCalendar::GetSummaryJson() const
     const char* sep = "";
     for (const UmlClientRecord& c : GetClientRecords())
     {
-        out << sep << "{\"id\": " << c.id << ", \"slot\": " << c.slot
+        // The id as the user knows it: -1 for the clients without one.
+        out << sep << "{\"id\": " << FormatClientId(c.id) << ", \"name\": " << JsonString(c.name)
+            << ", \"ordered_by\": " << (c.byConnection ? "\"connection\"" : "\"id\"")
+            << ", \"slot\": " << c.slot
             << ", \"shm\": " << (c.shm ? "true" : "false") << ", \"offset_ns\": " << c.offsetNs
             << ", \"runs\": " << c.runs << ", \"last_run_ns\": " << c.lastRunNs
             << ", \"state\": " << JsonString(c.state)

@@ -30,7 +30,9 @@ namespace ns3
 /** One client as the calendar saw it: a row of the run's summary. */
 struct UmlClientRecord
 {
-    uint64_t id;
+    uint64_t id;            //!< its START id (tt::ID_NONE: it gave none)
+    std::string name;       //!< as messages name it ("client 42", "client without id #2")
+    bool byConnection;      //!< without an id: ordered among such clients by connection
     uint16_t slot;          //!< shared-memory slot, 0 = none
     bool shm;               //!< it shared time through the page
     uint64_t offsetNs;      //!< calendar time at its START
@@ -121,7 +123,8 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     uint64_t GetRunsAheadCount() const;
     /** Group the nodes now (as Run will) and return how many groups they form. */
     uint32_t ComputeGroups();
-    /** Every client that sent START, in id order. */
+    /** Every client that sent START, in the calendar's order: by id, then the clients
+     * without one in the order they connected. */
     std::vector<UmlClientRecord> GetClientRecords() const;
     /** What the calendar warned about (also in the summary), oldest first. */
     uint32_t GetWarningCount() const;
@@ -179,6 +182,7 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
         bool inBatch = false;                     // taken into a batch, not started yet
         EventId event;
         uint64_t scheduledNs = tt::TIME_NEVER;
+        uint32_t withoutId = 0; // its number among the clients without an id; 0: it has one
         ClientProcess process;  // the peer of its socket, or the child registered for it
         uint64_t runs = 0;
         uint64_t lastRunNs = 0;
@@ -186,6 +190,15 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
         std::string processEnd; // how its process stood when it left
 
         uint64_t Id() const;
+    };
+
+    /** Where a client sorts (docs/DESIGN.md rule 3): by START id; the clients without one
+     * (tt::ID_NONE) after all others, in the order they were admitted. */
+    struct ClientKey
+    {
+        uint64_t id;
+        uint32_t withoutId; // 0 for a client with an id
+        auto operator<=>(const ClientKey&) const = default;
     };
 
     uint64_t CurrentNs() const;
@@ -199,7 +212,9 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     uint64_t NextEventNsFor(const Client* c) const;
     tt::ShmClient* Record(Client* c);
     bool UsesShm(Client* c);
-    /** "client 42 (pid 1234, linux)". */
+    /** "client 42", "client without id #2". */
+    std::string Label(const Client* c) const;
+    /** The label with the client's process: "client 42 (pid 1234, linux)". */
     std::string Name(const Client* c) const;
     /** A warning for the user: logged, kept for the summary. */
     void Warn(const std::string& what);
@@ -268,7 +283,8 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     ClientProcesses m_processes;
     std::map<uint64_t, uint32_t> m_clientContexts; // from SetClientContext, by client id
     InterruptWatch m_interrupt;
-    std::map<uint64_t, std::unique_ptr<Client>> m_clients; // by START id: the fixed order
+    std::map<ClientKey, std::unique_ptr<Client>> m_clients; // the fixed order (rule 3)
+    uint32_t m_withoutId;                                  // clients without an id so far
     std::vector<std::string> m_warnings;
     std::vector<std::unique_ptr<Client>> m_unnamed;        // accepted, no START yet
     Client* m_running;
