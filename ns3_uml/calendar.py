@@ -12,15 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from . import _native
+from .log import get_logger
+from .protocol import ID_NONE
 from .units import parse_time
+
+_log = get_logger(__name__)
 
 
 class CalendarError(RuntimeError):
     """A run stopped because of a client: a crash, a hang, a broken protocol, an interrupt.
 
     ``kind`` is one of "protocol", "hang", "crash", "timeout", "interrupted", "setup";
-    ``client_id`` is the START id of the client at fault, or None (no client, or a
-    connection that sent no START). Messages name a client by that id in decimal.
+    ``client_id`` is the START id of the client at fault (-1 for a client that gave none),
+    or None (no client, or a connection that sent no START). Messages name a client by
+    that id in decimal, with its process's pid and command when known.
     """
 
     def __init__(self, kind: str, client_id: int | None, message: str) -> None:
@@ -38,17 +43,17 @@ class Calendar:
     destroys the simulation and removes the socket.
 
     ``clients``: how many clients ``run()`` waits for before time starts (they are then
-    ordered by START id). ``shared_memory``: offer shared-memory scheduling. ``tod_epoch_ns``:
-    the guests' time of day at simulated 0 (fixed by default). ``yield_timeout`` and
-    ``connect_timeout``: wall-clock seconds before a client counts as hung or missing;
-    ``message_timeout``: before a message that has started (on a time or device socket) and
-    is not whole counts as stalled.
-    ``max_free_run``: at most this much simulated time (e.g. "100ms") runs without the
-    calendar hearing of it (default: up to the next event that can reach the client).
-    ``independent_groups``: the guests of nodes that no chain of channels joins do not stop
-    for each other's events (False: every guest stops for every event; same results for
-    each group, more hand-offs). ``log``: a file that gets every protocol message with its
-    simulated time.
+    ordered by START id; clients without one, id -1, come after the others in the order they
+    connected, with a warning when there are two). ``shared_memory``: offer shared-memory
+    scheduling. ``tod_epoch_ns``: the guests' time of day at simulated 0 (fixed by default).
+    ``yield_timeout`` and ``connect_timeout``: wall-clock seconds before a client counts as
+    hung or missing; ``message_timeout``: before a message that has started (on a time or
+    device socket) and is not whole counts as stalled. ``max_free_run``: at most this much
+    simulated time (e.g. "100ms") runs without the calendar hearing of it (default: up to
+    the next event that can reach the client). ``independent_groups``: the guests of nodes
+    that no chain of channels joins do not stop for each other's events (False: every guest
+    stops for every event; same results for each group, more hand-offs). ``log``: a file
+    that gets every protocol message with its simulated time.
     """
 
     _active: "Calendar | None" = None
@@ -110,6 +115,7 @@ class Calendar:
             self._impl.SetAttribute(name, value)
         self._impl.ExpectClients(clients)
         self._closed = False
+        self._warned = 0
         self._wakeup_r: socket.socket | None = None
         self._wakeup_w: socket.socket | None = None
         Calendar._active = self
@@ -139,25 +145,27 @@ class Calendar:
 
     def register_process(self, client_id: int, pid: int) -> None:
         """Tell the calendar which child process is behind a client id, so that its abnormal
-        death (not a clean power-off) stops the run with an error naming it."""
-        self._impl.RegisterProcess(client_id, pid)
+        death (not a clean power-off) stops the run with an error naming it. Without it the
+        calendar looks at the process at the other end of the client's socket."""
+        self._call(self._impl.RegisterProcess, _start_id(client_id), pid)
 
     def admit_process(self, pid: int, timeout: float) -> int:
         """Serve until the client that child process ``pid`` runs has connected and yielded
         once (no other client may connect meanwhile: the one admitted is taken for its);
-        register ``pid`` as its process and return its START id. A "crash" CalendarError
+        register ``pid`` as its process and return its START id (-1: none). A "crash" CalendarError
         if the process ends before, "timeout" after ``timeout`` wall seconds, "setup" if it
         left before its first WAIT."""
         self._install_interrupt()
         try:
-            return int(self._call(self._impl.AdmitProcess, pid, float(timeout)))
+            client_id = int(self._call(self._impl.AdmitProcess, pid, float(timeout)))
+            return -1 if client_id == ID_NONE else client_id
         finally:
             self._remove_interrupt()
 
     def set_client_node(self, client_id: int, node_id: int) -> None:
         """Tell the calendar which ns-3 node a client is the guest of: it then belongs to the
         node's independent group (a client without a node stops for every event)."""
-        self._impl.SetClientContext(client_id, node_id)
+        self._call(self._impl.SetClientContext, _start_id(client_id), node_id)
 
     def admit(self, n: int) -> None:
         """Serve until ``n`` more clients have connected and yielded once."""
@@ -190,6 +198,7 @@ class Calendar:
             self._call(ns.Simulator.Run)
         finally:
             self._remove_interrupt()
+            self._log_warnings()
             if stop is not None and not self._closed and not ns.Simulator.IsExpired(stop):
                 # Stopped earlier: the next run must not stop at this one's end.
                 ns.Simulator.Remove(stop)
@@ -199,9 +208,13 @@ class Calendar:
         return int(self.ns.Simulator.Now().GetNanoSeconds())
 
     def summary(self) -> dict[str, Any]:
-        """Clients (ids, slots, runs, how they left), messages by op, simulated and wall time,
-        independent groups (1: all joined; 0: grouping off) and runs started beside
-        another's (``runs_ahead``). Built in C++ in one call (``GetSummaryJson``)."""
+        """Clients, messages by op, simulated and wall time, independent groups (1: all
+        joined; 0: grouping off), runs started beside another's (``runs_ahead``) and the
+        ``warnings``. Each client: ``id`` (-1: it gave none), ``name`` (as messages name
+        it), ``ordered_by`` ("id", or "connection" for the clients without an id), slot,
+        runs, how it left (``departure``), its process (``pid``, ``command``) and how that
+        stood when it left (``process``: "still runs", "exited with status N", "killed by
+        signal N", ...). Built in C++ in one call (``GetSummaryJson``)."""
         return json.loads(str(self._impl.GetSummaryJson()))
 
     def close(self) -> None:
@@ -225,7 +238,18 @@ class Calendar:
             return fn(*args)
         except _native.error_class() as exc:
             client = int(exc.GetClientId()) if exc.HasClient() else None
+            if client == ID_NONE:
+                client = -1
             raise CalendarError(str(exc.GetKind()), client, str(exc.what())) from None
+
+    def _log_warnings(self) -> None:
+        # Each once, as soon as Python runs again (the C++ loop does not call into Python).
+        if self._closed:
+            return
+        count = int(self._impl.GetWarningCount())
+        for i in range(self._warned, count):
+            _log.warning("calendar: %s", str(self._impl.GetWarning(i)))
+        self._warned = count
 
     def _install_interrupt(self) -> None:
         # Ctrl-C while C++ blocks in epoll: Python's C-level handler writes the signal number
@@ -257,6 +281,11 @@ class Calendar:
         if self._wakeup_w is not None:
             self._wakeup_w.close()
         self._wakeup_r = self._wakeup_w = None
+
+
+def _start_id(client_id: int) -> int:
+    """A client id as START carries it: -1 (no id) is (u64)-1."""
+    return ID_NONE if client_id == -1 else client_id
 
 
 def _ignore_signal(signum: int, frame: object) -> None:

@@ -56,11 +56,17 @@ def _print_summary(summary: dict, out=sys.stdout) -> None:
     print(f"clients: {len(clients)}", file=out)
     for c in clients:
         mode = "shared memory" if c["shm"] else "messages"
-        print(
-            f"  id {c['id']}: {c['runs']} runs, {mode}, {c['state']}"
-            + (f" ({c['departure']})" if c["departure"] else ""),
-            file=out,
-        )
+        who = f"id {c['id']}" if c["ordered_by"] == "id" else c["name"].removeprefix("client ")
+        if c["pid"] > 0:
+            who += f" (pid {c['pid']}" + (f", {c['command']})" if c["command"] else ")")
+        left = "; ".join(x for x in (c["departure"], c["process"] and f"process: {c['process']}")
+                         if x)
+        print(f"  {who}: {c['runs']} runs, {mode}, {c['state']}" + (f" ({left})" if left else ""),
+              file=out)
+    if any(c["ordered_by"] == "connection" for c in clients):
+        print("  (the clients without an id come after the others at the same time, among "
+              "themselves in the order they connected: give each an id for a repeatable order)",
+              file=out)
     print("messages (from clients / to clients):", file=out)
     for op, counts in summary["messages"].items():
         print(f"  {op:<10} {counts['from_clients']:>10} {counts['to_clients']:>10}", file=out)

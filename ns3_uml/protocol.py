@@ -31,6 +31,9 @@ MSG_SIZE = MSG.size  # 16
 
 #: Low bits of the START ACK's time: the shared-memory client slot.
 START_ACK_ID_MASK = 0xFFFF
+#: The START id of a client given none: UML's ``time-travel=ext:PATH`` sends (u64)-1, as
+#: wmediumd always does. Python names it -1, as the calendar's messages do.
+ID_NONE = (1 << 64) - 1
 MAX_FDS = 2  # memfd, log fd
 
 SHM_VERSION = 2

@@ -276,7 +276,7 @@ class Simulation:
         the order added; its output goes to ``<workdir>/<name>/stdout.log`` and
         ``stderr.log``. ``close()`` ends it (it sees the calendar go; then SIGTERM, then
         SIGKILL). ``client_id``: the START id it sends; None: whatever it sends (a UML or
-        wmediumd without one sends ~0), known once it has joined. Guests have the ids 1,
+        wmediumd without one sends -1), known once it has joined. Guests have the ids 1,
         2, ... in the order added: give another. ``env``: more environment variables.
 
         It joins no node's independent group: it stops for every event and every guest
@@ -595,7 +595,7 @@ class Simulation:
                 f"{client.client_id} it was given (does its command line give it?)"))
         try:
             # Clients among themselves: the calendar's to judge (it refuses two live
-            # clients with one id, unless it gives several ~0 clients ids of their own).
+            # clients with one id; those without one, -1, it orders by connection).
             self._check_id_free(client_id, f"external client {client.name!r}", clients=False)
         except ValueError as exc:
             raise self._client_error(client, CalendarError("setup", client_id, str(exc)))

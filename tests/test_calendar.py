@@ -87,6 +87,7 @@ def test_protocol_constants_match_the_core():
     assert tt.CAP_TIME_SHARE == protocol.CAP_TIME_SHARE
     assert tt.FLAG_REQ_RUN == protocol.FLAG_REQ_RUN
     assert tt.START_ACK_ID_MASK == protocol.START_ACK_ID_MASK
+    assert tt.ID_NONE == protocol.ID_NONE
     assert tt.TIME_NEVER == protocol.TIME_NEVER
     cppyy.cppdef(
         """
@@ -714,6 +715,48 @@ def test_duplicate_ids_are_refused(make_calendar, clients, socket_path):
         cal.run()
 
 
+def test_clients_without_id_share_a_calendar_in_connection_order(
+    make_calendar, clients, socket_path, tmp_path, caplog
+):
+    # UML's time-travel=ext:PATH and wmediumd send START(-1): two of them are accepted and
+    # come after every client with an id, among themselves in the order they connected.
+    log = tmp_path / "cal.log"
+    cal = make_calendar(clients=3, log=log)
+    procs = [clients(socket_path, protocol.ID_NONE, sleeps(1000, 1000)),
+             clients(socket_path, 5, sleeps(1000, 1000)),
+             clients(socket_path, protocol.ID_NONE, sleeps(1000, 1000))]
+    with caplog.at_level("WARNING", logger="ns3_uml"):
+        summary = cal.run()
+    assert [c.result()["status"] for c in procs] == ["ok"] * 3
+    assert [(c["id"], c["name"], c["ordered_by"]) for c in summary["clients"]] == [
+        (5, "client 5", "id"),
+        (-1, "client without id #1", "connection"),
+        (-1, "client without id #2", "connection"),
+    ]
+    pids = {c["name"]: c["pid"] for c in summary["clients"]}
+    assert pids["client 5"] == procs[1].proc.pid
+    # Which of the two connected first is the host's doing.
+    assert {pids["client without id #1"], pids["client without id #2"]} == {
+        procs[0].proc.pid, procs[2].proc.pid}
+    # At the same time they run in that order, every time (the log names them -1#N).
+    runs = [(int(t), who) for t, who, way, op, *_ in map(str.split, log.read_text().splitlines())
+            if way == "<-" and op == "RUN"]
+    assert runs == [(t, who) for t in (1000, 2000) for who in ("5", "-1#1", "-1#2")]
+    [warning] = summary["warnings"]
+    assert warning.startswith(f"client without id #2 (pid {pids['client without id #2']}, ")
+    assert "in the order they connected" in warning and "time-travel=ext:ID:PATH" in warning
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"calendar: {warning}"]
+
+
+def test_id_minus_one_names_no_single_client(make_calendar):
+    cal = make_calendar()
+    for call in (cal.register_process, cal.set_client_node):
+        with pytest.raises(CalendarError) as err:
+            call(-1, 1)
+        assert err.value.kind == "setup" and "id of every client without one" in str(err.value)
+
+
 def test_hang_is_detected(make_calendar, clients, socket_path):
     cal = make_calendar(clients=1, yield_timeout=1.0)
     clients(socket_path, 3, [*sleeps(1000), {"op": "hang"}])
@@ -859,7 +902,9 @@ def test_a_get_storm_does_not_postpone_the_limits(make_calendar, clients, socket
         assert err.value.kind == "timeout" and "only 0 of 1 clients" in str(err.value)
     else:
         assert err.value.kind == "hang" and err.value.client_id == 7
-        assert "client 7: did not yield within 1" in str(err.value)
+        # Named with its process, which the calendar learnt from its socket.
+        assert f"client 7 (pid {stormer.proc.pid}, " in str(err.value)
+        assert "): did not yield within 1" in str(err.value)
     assert elapsed < 10, elapsed
     stormer.proc.wait(timeout=30)  # it sees the calendar close and ends
 
@@ -915,7 +960,8 @@ def test_standalone_calendar_until(clients, socket_path):
     out, err = cli.communicate(timeout=120)
     assert cli.returncode == 0, err
     assert "simulated time reached: 4.5 us" in out
-    assert "id 1: 1 runs" in out  # free to run up to the stop event at 4.5 us
+    # Free to run up to the stop event at 4.5 us; named with the process behind its socket.
+    assert re.search(rf"id 1 \(pid {a.proc.pid}, [^)]+\): 1 runs", out), out
     # The calendar went away: the client's link broke, as a guest's would.
     assert a.proc.wait(timeout=30) != 0
     assert not socket_path.exists()
@@ -942,3 +988,76 @@ def test_standalone_calendar_stops_on_ctrl_c(socket_path):
     assert cli.returncode == 130
     assert "interrupted by SIGINT" in err
     assert not socket_path.exists()
+
+
+def test_standalone_calendar_takes_clients_without_id(clients, socket_path):
+    cli = _cli(socket_path, "--clients", "2")
+    a = clients(socket_path, protocol.ID_NONE, sleeps(1000, 1000))
+    b = clients(socket_path, protocol.ID_NONE, sleeps(1500))
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    assert a.result()["status"] == b.result()["status"] == "ok"
+    # Which connected first is the host's doing: the summary and the warning say so.
+    pids = sorted(int(p) for p in re.findall(r"without id #[12] \(pid (\d+)", out))
+    assert pids == sorted((a.proc.pid, b.proc.pid)), out
+    assert "in the order they connected" in out
+    assert re.search(r"ns3-uml: warning: calendar: client without id #2 .*in the order they "
+                     r"connected", err), err
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+@pytest.mark.parametrize("reaped", [False, True], ids=["zombie", "reaped"])
+def test_standalone_calendar_names_a_killed_client_as_a_crash(clients, socket_path, tmp_path,
+                                                              reaped):
+    # Nobody registered its pid: the calendar learnt it from the socket. It is not the
+    # calendar's child: its status is read while it is a zombie, or from its pidfd once
+    # its parent (here, the test) has reaped it (Linux 6.15; the host runs 6.18).
+    import time
+
+    cli = _cli(socket_path, "--clients", "2")
+    mark = tmp_path / "hanging"
+    victim = clients(socket_path, 9, [*sleeps(1000), {"op": "hang", "mark": str(mark)}])
+    clients(socket_path, 1, sleeps(*[1000] * 5))
+    deadline = time.monotonic() + 60
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    comm = _comm(victim.proc.pid)
+    if reaped:
+        cli.send_signal(signal.SIGSTOP)  # so that it looks only once the test has reaped it
+    victim.proc.send_signal(signal.SIGKILL)  # while it is the running client
+    if reaped:
+        victim.proc.wait()
+        cli.send_signal(signal.SIGCONT)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 1, err
+    assert err.strip().splitlines()[-1] == (
+        f"ns3-uml calendar: crash error: client 9 (pid {victim.proc.pid}, {comm}): "
+        "died: killed by signal 9")
+
+
+def test_standalone_calendar_names_a_client_whose_process_outlives_its_socket(
+    clients, socket_path
+):
+    import json
+
+    cli = _cli(socket_path, "--clients", "2", "--json")
+    lingers = clients(socket_path, 3, [*sleeps(1000), {"op": "exit", "linger": 10}])
+    ends = clients(socket_path, 4, [*sleeps(1000, 1000), {"op": "exit"}])
+    comms = {3: _comm(lingers.proc.pid), 4: _comm(ends.proc.pid)}
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0, err
+    summary = json.loads(out)
+    assert [(c["id"], c["pid"], c["command"], c["departure"], c["process"])
+            for c in summary["clients"]] == [
+        (3, lingers.proc.pid, comms[3], "left while running", "still runs"),
+        (4, ends.proc.pid, comms[4], "left while running", "exited with status 0"),
+    ]
+    [warning] = summary["warnings"]
+    assert warning == (f"client 3 (pid {lingers.proc.pid}, {comms[3]}) left while running: it "
+                       "closed its socket, but its process still runs (a departure, not a "
+                       "crash)")
+    assert f"ns3-uml: warning: calendar: {warning}" in err
+    assert lingers.proc.poll() is None  # still there: cleanup ends it

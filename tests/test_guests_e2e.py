@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ns3_uml.guest import GuestConfig, GuestProcess, process_group_members
+from ns3_uml.protocol import ID_NONE
 
 SLEEPS = {1: 3, 2: 5}  # guest id -> simulated seconds it sleeps
 
@@ -74,4 +75,42 @@ def test_two_guests_sleep_in_simulated_time(uml_kernel, tmp_path, shm):
         assert not process_group_members(g.pid)
     # The run ends when the last guest powers off, shortly after its sleep.
     assert max(SLEEPS.values()) < end_s < max(SLEEPS.values()) + 2
+    assert not sock.exists()
+
+
+def test_a_guest_without_id_beside_a_client_without_id(uml_kernel, tmp_path, clients):
+    # time-travel=ext:PATH (no id): the guest sends START(-1), as the reference client
+    # does; both share the calendar, in the order they connected, which the summary says.
+    sock = tmp_path / "cal.sock"
+    cal = _start_calendar(sock, "--clients", "2", "--max-free-run", "1ms")
+    cfg = GuestConfig(name="bare", client_id=0, tt_socket=sock, workdir=tmp_path / "bare",
+                      time_travel=f"ext:{sock}", commands=["sleep 1", "cat /proc/uptime"])
+    guest = GuestProcess(cfg, kernel=uml_kernel)
+    try:
+        peer = clients(sock, ID_NONE, [{"op": "repeat", "count": 20,
+                                        "steps": [{"op": "sleep", "ns": 10_000_000}]}])
+        guest.start()
+        assert guest.wait(timeout=120) == 0, guest.console_log.read_text()
+        out, err = cal.communicate(timeout=120)
+    finally:
+        guest.kill()
+        if cal.poll() is None:
+            cal.kill()
+            cal.wait()
+    assert cal.returncode == 0, err
+    assert peer.result()["status"] == "ok"
+    [uptime] = [r for r in guest.read_outputs() if r.command == "cat /proc/uptime"]
+    assert uptime.returncode == 0 and float(uptime.stdout.split()[0]) > 1
+    summary = json.loads(out)
+    entries = {c["pid"]: c for c in summary["clients"]}
+    assert set(entries) == {guest.pid, peer.proc.pid}
+    assert {c["name"] for c in summary["clients"]} == {"client without id #1",
+                                                       "client without id #2"}
+    for c in summary["clients"]:
+        assert (c["id"], c["ordered_by"], c["departure"], c["process"]) == (
+            -1, "connection", "left while running", "exited with status 0")
+    assert entries[guest.pid]["runs"] > 1 and entries[guest.pid]["command"]
+    [warning] = summary["warnings"]
+    assert "in the order they connected" in warning
+    assert "ns3-uml: warning: calendar: client without id #2" in err
     assert not sock.exists()

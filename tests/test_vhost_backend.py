@@ -680,9 +680,13 @@ def test_second_front_end_on_a_device_is_refused(sim: Any) -> None:
     s = sim(guests=1, clients=2)
     f = eth(b"\xff" * 6, mac(0), 0x88B5, body(60))
     first = s.start(0, [sleep(1000), CONNECT, sleep(5000), send(f), sleep(1000)])
-    second = s.start(1, [sleep(2000), CONNECT, sleep(1000)], device=0)
-    s.run()
-    first.ok()
+    # It tries after the first sent its frame, while the first still holds the device.
+    second = s.start(1, [sleep(6500), CONNECT, sleep(1000)], device=0)
+    with pytest.raises(CalendarError) as err:
+        s.run()
+    # Refused, the second guest fails: its process's exit status makes that a crash.
+    assert err.value.kind == "crash" and err.value.client_id == second.client_id
+    assert "exited with status 3" in str(err.value)
     assert "VhostConnectionClosed" in second.result()["status"]
     assert s.trace("GuestTx0") == [(6000, f)]
 

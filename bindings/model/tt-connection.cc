@@ -103,7 +103,7 @@ TtMessageLog::Record(const TtConnection& c, bool fromClient, const tt::Message& 
         std::fprintf(m_file,
                      "%" PRIu64 " %s %s %s seq=%u time=%" PRIu64 "\n",
                      m_clock ? m_clock() : 0,
-                     c.IsNamed() ? FormatClientId(c.GetId()).c_str() : "?",
+                     c.IsNamed() ? c.GetLabel().c_str() : "?",
                      fromClient ? "->" : "<-",
                      tt::OpName(msg.op),
                      msg.seq,
@@ -176,10 +176,17 @@ TtConnection::IsNamed() const
 }
 
 void
-TtConnection::SetId(uint64_t id)
+TtConnection::SetId(uint64_t id, const std::string& label)
 {
     m_id = id;
+    m_label = label;
     m_named = true;
+}
+
+const std::string&
+TtConnection::GetLabel() const
+{
+    return m_label;
 }
 
 bool

@@ -87,7 +87,9 @@ class TtConnection
     /** The START id, known after START (0 before). */
     uint64_t GetId() const;
     bool IsNamed() const;
-    void SetId(uint64_t id);
+    /** label: the client in the log file (its id, or which of the clients without one). */
+    void SetId(uint64_t id, const std::string& label);
+    const std::string& GetLabel() const;
     /** A send failed because the client left: what it sent before is still to be read. */
     bool IsPeerClosed() const;
 
@@ -117,6 +119,7 @@ class TtConnection
     TtMessageLog& m_log;
     FailHandler m_fail;
     uint64_t m_id;
+    std::string m_label;
     bool m_named;
     bool m_peerClosed;
     uint32_t m_seq;

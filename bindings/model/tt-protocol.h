@@ -37,6 +37,9 @@ struct Message
 static_assert(sizeof(Message) == 16, "um_timetravel_msg is 16 bytes");
 
 constexpr uint64_t START_ACK_ID_MASK = 0xffff;
+// The START id of a client given none: UML's time-travel=ext:PATH sends (u64)-1, as
+// wmediumd always does.
+constexpr uint64_t ID_NONE = ~uint64_t{0};
 constexpr int MAX_FDS = 2; // [0] memfd, [1] log fd
 
 constexpr uint32_t SHM_VERSION = 2;

@@ -36,6 +36,8 @@ UmlCalendar::OnAccepted(int fd)
 {
     auto c = std::make_unique<Client>();
     Client* raw = c.get();
+    // Learnt now, while the peer is surely there, so its end can be told (rule 9).
+    c->process = ClientProcess::OfPeer(fd);
     c->conn = std::make_unique<TtConnection>(
         fd,
         m_messages,
@@ -110,8 +112,14 @@ void
 UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
 {
     uint64_t id = msg.time;
-    Client* existing = Find(id);
-    if (existing && existing->state != State::GONE)
+    ClientKey key{id, 0};
+    if (id == tt::ID_NONE)
+    {
+        // Nothing but their connection orders the clients without an id (as in usfstl's
+        // controller): after all others, in the order they were admitted (rule 3).
+        key.withoutId = ++m_withoutId;
+    }
+    else if (Client* existing = Find(id); existing && existing->state != State::GONE)
     {
         Fail("protocol",
              nullptr,
@@ -119,19 +127,39 @@ UmlCalendar::HandleStart(Client* c, const tt::Message& msg)
                  ": give each client its own id (time-travel=ext:ID:PATH) so the order "
                  "of simultaneous events is fixed");
     }
-    // Move the client from the unnamed list into the id-ordered map.
+    // Move the client from the unnamed list into the ordered map.
     std::unique_ptr<Client> owned = TakeUnnamed(c);
-    c->conn->SetId(id);
+    c->withoutId = key.withoutId;
+    c->conn->SetId(id,
+                   key.withoutId ? FormatClientId(id) + "#" + std::to_string(key.withoutId)
+                                 : FormatClientId(id));
     c->state = State::STARTING;
     c->offset = CurrentNs();
-    c->pid = m_processes.GetPid(id);
-    if (auto it = m_clientContexts.find(id); it != m_clientContexts.end())
+    if (!key.withoutId)
     {
-        c->context = it->second;
+        // What its owner said about it (Simulation: its child, its node) is by id.
+        if (int pid = m_processes.GetPid(id); pid > 0)
+        {
+            c->process = ClientProcess::OfChild(pid);
+        }
+        if (auto it = m_clientContexts.find(id); it != m_clientContexts.end())
+        {
+            c->context = it->second;
+        }
+        m_loop->SetOwner(c->conn->GetFd(), id); // held with its devices' sockets
     }
-    m_clients[id] = std::move(owned);
-    m_loop->SetOwner(c->conn->GetFd(), id); // held with its devices' sockets
+    m_clients[key] = std::move(owned);
     c->conn->LogReceived(msg);
+    if (key.withoutId > 1)
+    {
+        uint32_t others = key.withoutId - 1;
+        Warn(Name(c) + " sent START without an id (-1, as UML's time-travel=ext:PATH and "
+                       "wmediumd do), as " +
+             (others == 1 ? std::string("another client") : std::to_string(others) + " others") +
+             " did: the clients without an id come after all others at the same time and, "
+             "among themselves, in the order they connected, which may change from run to "
+             "run; give each its own id (time-travel=ext:ID:PATH) for a repeatable order");
+    }
 
     int memfd = m_noShm->GetFd();
     uint64_t ackTime = 0;
@@ -291,15 +319,17 @@ UmlCalendar::HandleBroadcast(Client* c, const tt::Message& msg)
     c->conn->Ack(msg.seq, 0);
 }
 
-void
+std::string
 UmlCalendar::CheckProcess(Client* c)
 {
-    std::string how = ClientProcesses::AbnormalEnd(c->pid);
-    if (!how.empty())
+    ClientProcess::End end = c->process.Check();
+    if (end.abnormal)
     {
-        c->departure = how;
-        Fail("crash", c, "died: " + how);
+        c->departure = end.how;
+        c->processEnd = end.how;
+        Fail("crash", c, "died: " + end.how);
     }
+    return end.how;
 }
 
 void
@@ -346,8 +376,21 @@ UmlCalendar::Depart(Client* c, bool midMessage)
     {
         Fail("protocol", c, "disconnected in the middle of a message");
     }
-    CheckProcess(c);
-    m_clientDepartedTrace(c->Id(), c->departure);
+    c->processEnd = CheckProcess(c);
+    c->process.Release();
+    std::string how = c->departure;
+    if (!c->processEnd.empty())
+    {
+        how += "; its process (" + c->process.Describe() + "): " + c->processEnd;
+        NS_LOG_INFO(Name(c) << ": its process: " << c->processEnd);
+    }
+    if (c->processEnd == ClientProcess::STILL_RUNS)
+    {
+        Warn(Name(c) + " " + c->departure +
+             ": it closed its socket, but its process still runs (a departure, not a "
+             "crash)");
+    }
+    m_clientDepartedTrace(c->Id(), how);
 }
 
 } // namespace ns3

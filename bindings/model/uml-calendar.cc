@@ -135,6 +135,7 @@ UmlCalendar::UmlCalendar()
       m_maxAhead(MilliSeconds(1)),
       m_parallelRuns(1),
       m_admission([this](int fd) { OnAccepted(fd); }, [this] { return IsAdmitting(); }),
+      m_withoutId(0),
       m_running(nullptr),
       m_expected(0),
       m_handoffs(0),
@@ -346,16 +347,26 @@ UmlCalendar::Client::Id() const
 }
 
 std::string
+UmlCalendar::Label(const Client* c) const
+{
+    return c->withoutId ? "client without id #" + std::to_string(c->withoutId)
+                        : "client " + FormatClientId(c->Id());
+}
+
+std::string
 UmlCalendar::Name(const Client* c) const
 {
     // Before START a connection has no id; the id it may send later is not its name yet.
-    std::string s = c->state == State::CONNECTED ? "a connection that sent no START"
-                                                 : "client " + FormatClientId(c->Id());
-    if (c->pid > 0)
-    {
-        s += " (pid " + std::to_string(c->pid) + ")";
-    }
-    return s;
+    std::string s = c->state == State::CONNECTED ? "a connection that sent no START" : Label(c);
+    std::string process = c->process.Describe();
+    return process.empty() ? s : s + " (" + process + ")";
+}
+
+void
+UmlCalendar::Warn(const std::string& what)
+{
+    NS_LOG_WARN(what);
+    m_warnings.push_back(what);
 }
 
 void
@@ -369,7 +380,8 @@ UmlCalendar::Fail(const std::string& kind, const Client* c, const std::string& w
 UmlCalendar::Client*
 UmlCalendar::Find(uint64_t clientId) const
 {
-    auto it = m_clients.find(clientId);
+    // tt::ID_NONE names no single client: nothing is found by it.
+    auto it = m_clients.find(ClientKey{clientId, 0});
     return it == m_clients.end() ? nullptr : it->second.get();
 }
 
@@ -438,17 +450,17 @@ UmlCalendar::AdmitProcess(int pid, double timeoutS)
         before.insert(c.get());
     }
     // Its socket tells nothing while it is not connected: its pidfd tells if it ended.
-    int pidfd = ClientProcesses::OpenPidfd(pid);
+    ClientProcess child = ClientProcess::OfChild(pid);
+    int pidfd = child.GetPidfd();
     if (pidfd >= 0)
     {
         m_loop->Watch(
             pidfd,
-            [pid](uint32_t) {
+            [&child](uint32_t) {
                 throw UmlError("crash",
                                false,
                                0,
-                               "process " + std::to_string(pid) + " " +
-                                   ClientProcesses::HowEnded(pid) +
+                               "process " + child.Describe() + " " + child.Check().how +
                                    " before it joined the calendar");
             },
             false);
@@ -457,7 +469,6 @@ UmlCalendar::AdmitProcess(int pid, double timeoutS)
         if (pidfd >= 0)
         {
             m_loop->Unwatch(pidfd);
-            close(pidfd);
         }
     };
     try
@@ -480,7 +491,9 @@ UmlCalendar::AdmitProcess(int pid, double timeoutS)
                                               std::to_string(pid));
     }
     Client* c = it->second.get();
-    RegisterProcess(c->Id(), pid);
+    // Ours, not merely its socket's peer: the exact exit status (rule 9). Set on the client,
+    // not registered by id, since a client without an id has none to register.
+    c->process = std::move(child);
     if (c->state == State::GONE)
     {
         CheckProcess(c); // its departure was seen before its pid was known
@@ -490,19 +503,42 @@ UmlCalendar::AdmitProcess(int pid, double timeoutS)
     return c->Id();
 }
 
+namespace
+{
+
+/** Refuse -1 where a client is named by its id: every client without an id sends it. */
+void
+RequireId(uint64_t clientId, const char* what)
+{
+    if (clientId == tt::ID_NONE)
+    {
+        throw UmlError("setup",
+                       false,
+                       0,
+                       std::string(what) +
+                           " for client id -1: that is the id of every client without one "
+                           "(time-travel=ext:PATH); give the client an id "
+                           "(time-travel=ext:ID:PATH)");
+    }
+}
+
+} // namespace
+
 void
 UmlCalendar::RegisterProcess(uint64_t clientId, int pid)
 {
+    RequireId(clientId, "cannot register a process");
     m_processes.Register(clientId, pid);
     if (Client* c = Find(clientId))
     {
-        c->pid = pid;
+        c->process = ClientProcess::OfChild(pid);
     }
 }
 
 void
 UmlCalendar::SetClientContext(uint64_t clientId, uint32_t context)
 {
+    RequireId(clientId, "cannot set a node");
     m_clientContexts[clientId] = context;
     if (Client* c = Find(clientId))
     {
@@ -759,9 +795,11 @@ UmlCalendar::GetClientRecords() const
     static const char* const states[] = {"connected", "starting", "waiting", "running", "gone"};
     std::vector<UmlClientRecord> out;
     out.reserve(m_clients.size());
-    for (const auto& [id, c] : m_clients)
+    for (const auto& [key, c] : m_clients)
     {
-        out.push_back(UmlClientRecord{id,
+        out.push_back(UmlClientRecord{key.id,
+                                      Label(c.get()),
+                                      key.withoutId != 0,
                                       c->slot,
                                       c->shm,
                                       c->offset,
@@ -769,9 +807,23 @@ UmlCalendar::GetClientRecords() const
                                       c->lastRunNs,
                                       states[static_cast<int>(c->state)],
                                       c->departure,
-                                      c->pid});
+                                      c->process.GetPid(),
+                                      c->process.GetCommand(),
+                                      c->processEnd});
     }
     return out;
+}
+
+uint32_t
+UmlCalendar::GetWarningCount() const
+{
+    return static_cast<uint32_t>(m_warnings.size());
+}
+
+std::string
+UmlCalendar::GetWarning(uint32_t i) const
+{
+    return i < m_warnings.size() ? m_warnings[i] : "";
 }
 
 namespace
@@ -817,11 +869,23 @@ UmlCalendar::GetSummaryJson() const
     const char* sep = "";
     for (const UmlClientRecord& c : GetClientRecords())
     {
-        out << sep << "{\"id\": " << c.id << ", \"slot\": " << c.slot
+        // The id as the user knows it: -1 for the clients without one.
+        out << sep << "{\"id\": " << FormatClientId(c.id) << ", \"name\": " << JsonString(c.name)
+            << ", \"ordered_by\": " << (c.byConnection ? "\"connection\"" : "\"id\"")
+            << ", \"slot\": " << c.slot
             << ", \"shm\": " << (c.shm ? "true" : "false") << ", \"offset_ns\": " << c.offsetNs
             << ", \"runs\": " << c.runs << ", \"last_run_ns\": " << c.lastRunNs
             << ", \"state\": " << JsonString(c.state)
-            << ", \"departure\": " << JsonString(c.departure) << ", \"pid\": " << c.pid << "}";
+            << ", \"departure\": " << JsonString(c.departure) << ", \"pid\": " << c.pid
+            << ", \"command\": " << JsonString(c.command)
+            << ", \"process\": " << JsonString(c.process) << "}";
+        sep = ", ";
+    }
+    out << "], \"warnings\": [";
+    sep = "";
+    for (const std::string& w : m_warnings)
+    {
+        out << sep << JsonString(w);
         sep = ", ";
     }
     out << "], \"messages\": {";
@@ -850,6 +914,7 @@ UmlCalendar::Shutdown()
     for (auto& [id, c] : m_clients)
     {
         c->conn->Close();
+        c->process.Release();
         if (c->state != State::GONE)
         {
             c->state = State::GONE;

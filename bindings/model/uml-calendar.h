@@ -30,7 +30,9 @@ namespace ns3
 /** One client as the calendar saw it: a row of the run's summary. */
 struct UmlClientRecord
 {
-    uint64_t id;
+    uint64_t id;            //!< its START id (tt::ID_NONE: it gave none)
+    std::string name;       //!< as messages name it ("client 42", "client without id #2")
+    bool byConnection;      //!< without an id: ordered among such clients by connection
     uint16_t slot;          //!< shared-memory slot, 0 = none
     bool shm;               //!< it shared time through the page
     uint64_t offsetNs;      //!< calendar time at its START
@@ -39,6 +41,8 @@ struct UmlClientRecord
     std::string state;      //!< "connected", "starting", "waiting", "running" or "gone"
     std::string departure;  //!< how it left ("" while there)
     int pid;                //!< the process behind it, -1 if unknown
+    std::string command;    //!< that process's command name ("" if unknown)
+    std::string process;    //!< how that process stood when it left ("" if unknown)
 };
 
 /**
@@ -93,7 +97,8 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void ExpectClients(uint32_t n);
     /** Serve until n more clients have connected and yielded once (e.g. inside an event). */
     void AdmitClients(uint32_t n);
-    /** The process behind a client: its abnormal death turns a departure into an error. */
+    /** The process behind a client (a child of ours; otherwise its socket's peer is): its
+     * abnormal death turns a departure into an error. */
     void RegisterProcess(uint64_t clientId, int pid);
     /**
      * Serve until the client that pid (a child of ours, started just before) runs has
@@ -127,8 +132,12 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     uint64_t GetRunsAheadCount() const;
     /** Group the nodes now (as Run will) and return how many groups they form. */
     uint32_t ComputeGroups();
-    /** Every client that sent START, in id order. */
+    /** Every client that sent START, in the calendar's order: by id, then the clients
+     * without one in the order they connected. */
     std::vector<UmlClientRecord> GetClientRecords() const;
+    /** What the calendar warned about (also in the summary), oldest first. */
+    uint32_t GetWarningCount() const;
+    std::string GetWarning(uint32_t i) const;
     /** The run's summary as one JSON object (what Calendar.summary returns): one call, since
      * cppyy compiles a wrapper for each method and type at its first use. */
     std::string GetSummaryJson() const;
@@ -182,12 +191,23 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
         bool inBatch = false;                     // taken into a batch, not started yet
         EventId event;
         uint64_t scheduledNs = tt::TIME_NEVER;
-        int pid = -1;
+        uint32_t withoutId = 0; // its number among the clients without an id; 0: it has one
+        ClientProcess process;  // the peer of its socket, or the child registered for it
         uint64_t runs = 0;
         uint64_t lastRunNs = 0;
         std::string departure;
+        std::string processEnd; // how its process stood when it left
 
         uint64_t Id() const;
+    };
+
+    /** Where a client sorts (docs/DESIGN.md rule 3): by START id; the clients without one
+     * (tt::ID_NONE) after all others, in the order they were admitted. */
+    struct ClientKey
+    {
+        uint64_t id;
+        uint32_t withoutId; // 0 for a client with an id
+        auto operator<=>(const ClientKey&) const = default;
     };
 
     uint64_t CurrentNs() const;
@@ -201,7 +221,12 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     uint64_t NextEventNsFor(const Client* c) const;
     tt::ShmClient* Record(Client* c);
     bool UsesShm(Client* c);
+    /** "client 42", "client without id #2". */
+    std::string Label(const Client* c) const;
+    /** The label with the client's process: "client 42 (pid 1234, linux)". */
     std::string Name(const Client* c) const;
+    /** A warning for the user: logged, kept for the summary. */
+    void Warn(const std::string& what);
     [[noreturn]] void Fail(const std::string& kind, const Client* c, const std::string& what);
     Client* Find(uint64_t clientId) const;
 
@@ -221,7 +246,8 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void HandleUpdate(Client* c, const tt::Message& msg);
     void HandleBroadcast(Client* c, const tt::Message& msg);
     void Depart(Client* c, bool midMessage);
-    void CheckProcess(Client* c);
+    /** Fails with "crash" if c's process died abnormally; else how it stands ("" unknown). */
+    std::string CheckProcess(Client* c);
 
     // The hand-off policy
     void HoldForAdmission();
@@ -270,7 +296,9 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     ClientProcesses m_processes;
     std::map<uint64_t, uint32_t> m_clientContexts; // from SetClientContext, by client id
     InterruptWatch m_interrupt;
-    std::map<uint64_t, std::unique_ptr<Client>> m_clients; // by START id: the fixed order
+    std::map<ClientKey, std::unique_ptr<Client>> m_clients; // the fixed order (rule 3)
+    uint32_t m_withoutId;                                  // clients without an id so far
+    std::vector<std::string> m_warnings;
     std::vector<std::unique_ptr<Client>> m_unnamed;        // accepted, no START yet
     Client* m_running;
     uint32_t m_expected;

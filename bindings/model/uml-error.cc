@@ -1,5 +1,7 @@
 #include "uml-error.h"
 
+#include "tt-protocol.h"
+
 namespace ns3
 {
 
@@ -35,7 +37,8 @@ UmlError::GetClientId() const
 std::string
 FormatClientId(uint64_t clientId)
 {
-    return std::to_string(clientId);
+    // (u64)-1 is what a client without an id sends; nobody writes it as 2^64 - 1.
+    return clientId == tt::ID_NONE ? "-1" : std::to_string(clientId);
 }
 
 } // namespace ns3

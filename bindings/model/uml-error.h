@@ -30,7 +30,7 @@ class UmlError : public std::runtime_error
 };
 
 /** A client id as every message names it: decimal, as the user wrote it on the kernel
- * command line (time-travel=ext:42 is "42"). */
+ * command line (time-travel=ext:42 is "42"); -1 for a client without one. */
 std::string FormatClientId(uint64_t clientId);
 
 } // namespace ns3

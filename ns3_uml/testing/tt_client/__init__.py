@@ -38,8 +38,10 @@ JSON list of steps, run while the client is running after START:
   each one's work due D ns after it came (default 0)
 * ``{"op": "kick"}``: kick the device on the device line and wait for its reply
 * ``{"op": "repeat", "count": K, "steps": [...]}``
-* ``{"op": "exit"}``: poweroff now (close while running)
-* error injection: ``{"op": "hang", "seconds": S}`` (forever without S),
+* ``{"op": "exit", "linger": S}``: poweroff now (close while running); with ``linger``
+  the process goes on S s of wall time after closing its socket
+* error injection: ``{"op": "hang", "seconds": S, "mark": PATH}`` (forever without S;
+  PATH is created when it starts),
   ``{"op": "raw", "hex": "0100"}``, ``{"op": "short_and_close", "bytes": 8}``,
   ``{"op": "unknown_op", "value": 127, "wait_ack": true}``,
   ``{"op": "send_as_calendar", "msg": "RUN"|"FREE_UNTIL", "time": T}``,

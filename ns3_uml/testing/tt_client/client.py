@@ -46,6 +46,7 @@ from typing import Any, Callable
 from ns3_uml.protocol import (
     CAP_TIME_SHARE,
     FLAG_REQ_RUN,
+    ID_NONE,
     TIME_NEVER,
     TIMER_MULTIPLIER,
     Op,
@@ -67,7 +68,7 @@ __all__ = ["DEFAULT_ID", "TTClient", "TTEvent", "TTLinkBroken", "TTPanic", "TTTi
 
 
 #: UML's default START id when none is given on the command line (~0ULL).
-DEFAULT_ID = U64_MASK
+DEFAULT_ID = ID_NONE
 #: S64_MAX: what time_travel_sleep() asks for when nothing is pending.
 S64_MAX = TIME_NEVER
 

@@ -8,6 +8,8 @@ error-injection steps (:data:`HOSTILE_OPS`) need a
 from __future__ import annotations
 
 import json
+import time as _wall
+from pathlib import Path
 from typing import Any, Iterable
 
 from ns3_uml.protocol import Op
@@ -67,6 +69,8 @@ def _run_steps(client: TTClient, steps: Iterable[dict[str, Any]]) -> None:
                 _run_steps(client, step["steps"])
         elif op == "exit":
             client.exit_running()
+            # A process that outlives its socket (not a UML's poweroff: a bug's behaviour).
+            _wall.sleep(float(step.get("linger", 0)))
             raise _ScriptExit
         elif op in HOSTILE_OPS:
             if not isinstance(client, HostileTTClient):
@@ -79,6 +83,8 @@ def _run_steps(client: TTClient, steps: Iterable[dict[str, Any]]) -> None:
 def _run_hostile(client: HostileTTClient, step: dict[str, Any]) -> None:
     op = step["op"]
     if op == "hang":
+        if "mark" in step:
+            Path(step["mark"]).touch()  # tells a test that it hangs now
         seconds = step.get("seconds")
         client.hang(None if seconds is None else float(seconds))
     elif op == "raw":
