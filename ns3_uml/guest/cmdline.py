@@ -51,15 +51,16 @@ def guest_argv(kernel: Path | str, cfg: GuestConfig,
         "ro",
         f"init={init}",
         # Console 0 writes to stdout (console.log) and reads nothing; no other
-        # consoles or serial lines (they would allocate host ptys).
+        # consoles (they would allocate host ptys; serial lines are not built).
         "con=null",
-        "ssl=null",
         "con0=null,fd:1",
         # UML's pid file directory, inside the workdir instead of ~/.uml.
         f"uml_dir={workdir}",
         f"umid={UMID}",
         # No dummy0 with a random MAC in every guest (the driver is built in).
         "dummy.numdummies=0",
+        # No simulated radios unless the user asks (mac80211_hwsim.radios=N in extra_args).
+        "mac80211_hwsim.radios=0",
         # All of the guest's randomness comes from here (kernel patch 0003).
         f"{SEED_PARAM}={cfg.seed}",
         # One virtio-net device per interface; probed in this order: eth0, eth1, ...
