@@ -256,3 +256,20 @@ def test_a_guest_probes_a_device_another_process_serves(uml_kernel, tmp_path, sh
     assert not summary["connected"]  # the guest left at power-off
     assert not path.exists()
     assert not processes_mentioning(tmp_path / "run")
+
+
+def test_guests_get_simulated_radios_only_when_they_ask(uml_kernel, tmp_path):
+    """The kernel has mac80211_hwsim (for wmediumd's virtio radios), and makes none by
+    default: a guest has no wlan unless its command line asks for radios."""
+    with Simulation(workdir=tmp_path / "run", seed=1) as sim:
+        plain = sim.add_node("plain")
+        radio = sim.add_node("radio", kernel_args=["mac80211_hwsim.radios=2"])
+        sim.point_to_point(plain, radio)
+        sim.run(until="1s")
+        ask = "ls /sys/class/ieee80211; ip -o link show | cut -d: -f2"
+        none, two = plain.cmd(ask), radio.cmd(ask)
+    assert none.returncode == 0 and two.returncode == 0, (none.stderr, two.stderr)
+    # hwsim0 (the monitor of hwsim's in-kernel medium) is in every guest, down.
+    assert none.stdout.split() == ["lo", "eth0", "hwsim0"], none.stdout
+    assert sorted(two.stdout.split()) == ["eth0", "hwsim0", "lo", "phy0", "phy1", "wlan0",
+                                          "wlan1"], two.stdout
