@@ -1,5 +1,6 @@
 #include "tt-connection.h"
 
+#include "session-recorder.h"
 #include "uml-error.h"
 
 #include "ns3/log.h"
@@ -132,7 +133,8 @@ TtConnection::TtConnection(int fd, TtMessageLog& log, FailHandler fail)
       m_named(false),
       m_peerClosed(false),
       m_seq(0),
-      m_rxLen(0)
+      m_rxLen(0),
+      m_recorder(SessionRecorder::Open("tt"))
 {
 }
 
@@ -193,6 +195,10 @@ TtConnection::Receive(tt::Message& msg)
     if (n <= 0)
     {
         return m_rxLen != 0 ? Read::CLOSED_MID_MESSAGE : Read::CLOSED;
+    }
+    if (m_recorder)
+    {
+        m_recorder->Write(m_rx + m_rxLen, static_cast<size_t>(n));
     }
     m_rxLen += static_cast<size_t>(n);
     if (m_rxLen < sizeof(tt::Message))

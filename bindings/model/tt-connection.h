@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <functional>
 #include <list>
+#include <memory>
 #include <string>
 
 namespace ns3
 {
 
+class SessionRecorder;
 class TtConnection;
 
 /**
@@ -118,6 +120,7 @@ class TtConnection
     std::list<uint32_t> m_pendingAcks;
     unsigned char m_rx[sizeof(tt::Message)];
     size_t m_rxLen;
+    std::unique_ptr<SessionRecorder> m_recorder; //!< $NS3_UML_RECORD: what the client sent
 };
 
 } // namespace ns3

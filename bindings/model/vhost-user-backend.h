@@ -15,11 +15,14 @@
 #include "ns3/simulator.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace ns3
 {
+
+class SessionRecorder;
 
 /**
  * The generic part of a device: the vhost-user socket, feature and protocol negotiation, the
@@ -137,6 +140,7 @@ class VhostUserBackend : public Object
     uint64_t m_kicks;
     uint64_t m_calls;
     uint32_t m_context;
+    std::unique_ptr<SessionRecorder> m_recorder; // $NS3_UML_RECORD: what the guest sent
 };
 
 } // namespace ns3
