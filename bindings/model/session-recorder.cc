@@ -106,6 +106,10 @@ SessionRecorder::Ring(uint32_t index, const Virtqueue& q, const GuestMemory& mem
     // transmit carries); writable ones hold nothing yet. Placed rings translate (SetAddr).
     const auto* avail = reinterpret_cast<const uint16_t*>(mem.Translate(l.avail, 4 + 2 * l.num));
     const auto* desc = reinterpret_cast<const vhost::Desc*>(mem.Translate(l.desc, 16 * l.num));
+    if (!avail || !desc)
+    {
+        return;
+    }
     uint16_t pending = std::min<uint16_t>(avail[1] - l.lastAvail, l.num);
     for (uint16_t i = 0; i < pending; ++i)
     {

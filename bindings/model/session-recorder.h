@@ -19,7 +19,7 @@ namespace ns3
 /** The records of a vhost-user session file besides the guest's own messages: the same
  * framing (a vhost::Header whose size is the payload's), with requests no guest sends. The
  * fuzz targets read these files (fuzz/, docs/DESIGN.md section 10); fuzz/record_seeds.py
- * mirrors the values. */
+ * reads the values from here. */
 namespace recording
 {
 /** Guest memory as it was: u64 guest address, then the bytes. */
@@ -43,7 +43,7 @@ static_assert(sizeof(Ring) == 40);
 } // namespace recording
 
 /**
- * Appends to one file of the directory named by $NS3_UML_RECORD: a time socket's bytes as the
+ * Writes one new file in the directory named by $NS3_UML_RECORD: a time socket's bytes as the
  * client sent them (tt-PID-N.bin), or a vhost-user socket's messages with, before each kick,
  * the kicked ring and the buffers it offers (vhost-PID-N.bin). Off (Open returns null)
  * unless the variable is set; a file stops growing at MAX_BYTES. For re-recording the seeds

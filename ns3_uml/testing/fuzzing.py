@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -66,8 +67,12 @@ def build_key(source: Path) -> str:
 
 
 def _ns3_dir() -> str:
-    import ns3  # the wheel's package: its headers and libraries
-    return str(Path(list(ns3.__path__)[0]))
+    """The ns3 wheel's package directory (its headers and libraries), found without
+    importing it, as CMakeLists.txt finds it."""
+    spec = importlib.util.find_spec("ns3")
+    if spec is None or not spec.submodule_search_locations:
+        raise FuzzBuildError("the ns3 package (pip install ns3) was not found")
+    return str(list(spec.submodule_search_locations)[0])
 
 
 def build(source: Path) -> dict[str, Path]:
@@ -157,17 +162,20 @@ def run(binary: Path, seeds: Path, seconds: int, workdir: Path) -> FuzzRun:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("fuzzers", nargs="*", default=list(FUZZERS), choices=FUZZERS,
-                        metavar="FUZZER", help=f"of {', '.join(FUZZERS)} (default: all)")
+    parser.add_argument("fuzzers", nargs="*", metavar="FUZZER",
+                        help=f"of {', '.join(FUZZERS)} (default: all)")
     parser.add_argument("--seconds", type=int, default=3600, help="per target (default 3600)")
     parser.add_argument("--source", type=Path, default=Path.cwd(),
                         help="the source tree (default: the current directory)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/fuzz"),
                         help="grown corpora and findings (default runs/fuzz)")
     args = parser.parse_args(argv)
+    unknown = set(args.fuzzers) - set(FUZZERS)
+    if unknown:
+        parser.error(f"no fuzzer {', '.join(sorted(unknown))}: the fuzzers are {', '.join(FUZZERS)}")
     binaries = build(args.source.resolve())
     failed = 0
-    for name in args.fuzzers:
+    for name in args.fuzzers or FUZZERS:
         result = run(binaries[name], corpus(args.source, name), args.seconds,
                      (args.workdir / name).resolve())
         print(result.report() if not result.ok else
