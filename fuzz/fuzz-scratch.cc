@@ -1,9 +1,12 @@
 #include "fuzz-scratch.h"
 
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <dirent.h>
 #include <filesystem>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace ns3
@@ -29,13 +32,30 @@ ScratchDir()
     if (g_dir.empty())
     {
         const char* tmp = std::getenv("TMPDIR");
-        std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/ns3-uml-fuzz-XXXXXX";
-        if (!mkdtemp(tmpl.data()))
+        const std::filesystem::path base(tmp && *tmp ? tmp : "/tmp");
+        const std::string prefix = "ns3-uml-fuzz-";
+        // A finding ends the process without exit handlers: the directories of targets
+        // that are gone are removed by the next one.
+        std::error_code ignored;
+        for (const auto& entry : std::filesystem::directory_iterator(base, ignored))
         {
-            std::perror("mkdtemp");
+            std::string name = entry.path().filename().string();
+            if (name.rfind(prefix, 0) == 0)
+            {
+                pid_t pid = std::atoi(name.c_str() + prefix.size());
+                if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
+                {
+                    std::filesystem::remove_all(entry.path(), ignored);
+                }
+            }
+        }
+        g_dir = (base / (prefix + std::to_string(getpid()))).string();
+        std::filesystem::remove_all(g_dir, ignored);
+        if (mkdir(g_dir.c_str(), 0700) != 0)
+        {
+            std::perror(g_dir.c_str());
             std::abort();
         }
-        g_dir = tmpl;
         std::atexit(RemoveDir);
     }
     return g_dir;

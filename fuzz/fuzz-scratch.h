@@ -10,7 +10,8 @@ namespace ns3
 namespace fuzz
 {
 
-/** A directory of this process's own (removed at exit), short enough for socket paths. */
+/** A directory of this process's own (TMPDIR/ns3-uml-fuzz-PID, removed at exit or by the next
+ * target), short enough for socket paths. */
 const std::string& ScratchDir();
 
 /** How many descriptors this process has open. */
