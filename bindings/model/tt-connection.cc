@@ -1,5 +1,6 @@
 #include "tt-connection.h"
 
+#include "session-recorder.h"
 #include "uml-error.h"
 
 #include "ns3/log.h"
@@ -136,7 +137,8 @@ TtConnection::TtConnection(int fd,
       m_named(false),
       m_peerClosed(false),
       m_seq(0),
-      m_rx("time-travel", 0, limitS, [this](const std::string& what) { m_fail("protocol", what); })
+      m_rx("time-travel", 0, limitS, [this](const std::string& what) { m_fail("protocol", what); }),
+      m_recorder(SessionRecorder::Open("tt"))
 {
     m_rx.Guard(&loop, fd);
     m_rx.Start(sizeof(tt::Message));
@@ -210,6 +212,10 @@ TtConnection::Receive(tt::Message& msg)
         break;
     }
     std::memcpy(&msg, m_rx.GetData(), sizeof(msg));
+    if (m_recorder)
+    {
+        m_recorder->Write(m_rx.GetData(), sizeof(msg));
+    }
     m_rx.Start(sizeof(tt::Message));
     return Read::MESSAGE;
 }

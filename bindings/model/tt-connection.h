@@ -10,11 +10,13 @@
 #include <cstdio>
 #include <functional>
 #include <list>
+#include <memory>
 #include <string>
 
 namespace ns3
 {
 
+class SessionRecorder;
 class TtConnection;
 
 /**
@@ -125,6 +127,7 @@ class TtConnection
     uint32_t m_seq;
     std::list<uint32_t> m_pendingAcks;
     MessageReader m_rx;
+    std::unique_ptr<SessionRecorder> m_recorder; //!< $NS3_UML_RECORD: what the client sent
 };
 
 } // namespace ns3

@@ -4,6 +4,7 @@
 
 #include "ns3/event-impl.h"
 #include "ns3/log.h"
+#include "ns3/ptr.h"
 #include "ns3/simulator.h"
 
 #include <algorithm>
@@ -131,8 +132,10 @@ UmlEventList::ProcessOneEvent()
     m_currentContext = next.key.m_context;
     m_currentUid = next.key.m_uid;
     EventStarting();
-    next.impl->Invoke();
-    next.impl->Unref();
+    // The list's reference, released however the event ends: a guest's error thrown from its
+    // run stops the run, and must not leak the event (found by fuzz/tt-calendar-fuzzer).
+    Ptr<EventImpl> running(next.impl, false);
+    running->Invoke();
     // What is scheduled between events (from Python, at a stop) belongs to no node: it is
     // global and reaches every group (docs/DESIGN.md rule 2).
     m_currentContext = Simulator::NO_CONTEXT;

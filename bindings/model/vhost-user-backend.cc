@@ -1,5 +1,6 @@
 #include "vhost-user-backend.h"
 
+#include "session-recorder.h"
 #include "uml-error.h"
 #include "unix-socket.h"
 
@@ -176,6 +177,7 @@ VhostUserBackend::Listen()
         throw UmlError("setup", false, 0, "vhost-user device: " + error);
     }
     m_listenFd = fd;
+    m_recorder = SessionRecorder::Open("vhost");
     m_scheduler->GetEventLoop().Watch(
         fd, [this](uint32_t) { OnListenReadable(); }, false, m_clientId);
     NS_LOG_INFO("guest " << FormatClientId(m_clientId) << ": vhost-user device at "
@@ -463,6 +465,10 @@ VhostUserBackend::Dispatch(const vhost::Header& h, const uint8_t* p, std::vector
         }
         return s;
     };
+    if (m_recorder)
+    {
+        m_recorder->Message(h, p, m_queues, m_memory);
+    }
     if (h.request != vhost::VRING_KICK) // set-up only: kicks are the per-packet path
     {
         NS_LOG_LOGIC("guest " << FormatClientId(m_clientId) << ": request " << h.request

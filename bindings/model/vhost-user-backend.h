@@ -23,6 +23,8 @@
 namespace ns3
 {
 
+class SessionRecorder;
+
 /**
  * The generic part of a device: the vhost-user socket, feature and protocol negotiation, the
  * memory table, the rings, in-band kicks and calls with REPLY_ACK. A device (virtio-net)
@@ -151,6 +153,7 @@ class VhostUserBackend : public Object
     uint64_t m_kicks;
     uint64_t m_calls;
     uint32_t m_context;
+    std::unique_ptr<SessionRecorder> m_recorder; // $NS3_UML_RECORD: what the guest sent
 };
 
 } // namespace ns3

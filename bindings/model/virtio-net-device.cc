@@ -55,7 +55,7 @@ VirtioNetDevice::GetTypeId()
                             "ns3::Packet::TracedCallback")
             .AddTraceSource("Drop",
                             "A frame for the guest dropped: no buffer and the queue full, "
-                            "or too large for the buffer.",
+                            "too large for the buffer, or shorter than an Ethernet header.",
                             MakeTraceSourceAccessor(&VirtioNetDevice::m_dropTrace),
                             "ns3::Packet::TracedCallback")
             .AddAttribute("RxCoalesceTime",
@@ -469,7 +469,9 @@ VirtioNetDevice::DeliverToGuest(Ptr<const Packet> frame)
 {
     std::vector<uint8_t> bytes(frame->GetSize());
     frame->CopyData(bytes.data(), bytes.size());
-    if (!IsConnected())
+    // Shorter than an Ethernet header it is no frame: no NIC hands it on (and WriteRx would
+    // copy from an empty frame's null data; found by fuzz/vhost-user-fuzzer).
+    if (!IsConnected() || bytes.size() < ETH_MIN_FRAME)
     {
         m_dropTrace(frame);
         return;

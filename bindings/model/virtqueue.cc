@@ -109,6 +109,13 @@ Virtqueue::GetNum() const
     return m_num;
 }
 
+Virtqueue::Layout
+Virtqueue::GetLayout() const
+{
+    return Layout{m_num, m_placed && m_desc, m_descAddr, m_availAddr, m_usedAddr, m_lastAvail,
+                  m_eventIdx};
+}
+
 bool
 Virtqueue::Pop(const GuestMemory& mem, Chain& chain)
 {

@@ -38,6 +38,18 @@ class Virtqueue
         uint64_t writable = 0; // bytes in device-writable segments
     };
 
+    /** Where the rings are and how far the device got (for the session recorder). */
+    struct Layout
+    {
+        uint32_t num;
+        bool placed;
+        uint64_t desc;
+        uint64_t avail;
+        uint64_t used;
+        uint16_t lastAvail;
+        bool eventIdx;
+    };
+
     void Reset();
     /** Queue size; rings already placed are checked again for the new size. */
     void SetNum(const GuestMemory& mem, uint32_t num);
@@ -72,6 +84,7 @@ class Virtqueue
     /** VIRTIO_F_EVENT_IDX negotiated: used_event/avail_event replace the ring flags. */
     void SetEventIdx(bool on);
     uint32_t GetNum() const;
+    Layout GetLayout() const;
 
   private:
     uint32_t m_num = 0;
