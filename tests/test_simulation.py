@@ -166,7 +166,7 @@ def test_mistaken_scripts_get_clear_errors(uml_kernel, tmp_path):
         b = sim.add_node("b")
         with pytest.raises(KeyError, match=r"no node named 'c' \(nodes: a, b\)"):
             sim.point_to_point(a, "c")
-        with pytest.raises(ValueError, match="already a node named 'a'"):
+        with pytest.raises(ValueError, match="already a node or client named 'a'"):
             sim.add_node("a")
         with pytest.raises(ValueError, match="node name 'a b'"):
             sim.add_node("a b")
