@@ -154,6 +154,9 @@ def run(binary: Path, seeds: Path, seconds: int, workdir: Path) -> FuzzRun:
                    ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:handle_abort=1",
                    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
         env.pop("NS3_UML_RECORD", None)
+        # The targets carry clang's sanitizer runtimes: gcc's libasan, preloaded when the
+        # suite runs under ASan (README), must not be loaded beside them.
+        env.pop("LD_PRELOAD", None)
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               errors="replace", env=env, check=False, timeout=seconds + 600)
     return FuzzRun(binary.name, proc.returncode, proc.stdout + proc.stderr,
