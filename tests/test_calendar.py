@@ -1043,6 +1043,39 @@ def test_standalone_calendar_names_a_killed_client_as_a_crash(clients, socket_pa
         "died: killed by signal 9")
 
 
+@pytest.mark.parametrize("shm", [True, False], ids=["shm", "messages"])
+def test_nobody_waits_for_the_process_of_a_client_that_left(
+        make_calendar, clients, socket_path, shm):
+    # Client 3 closes its socket at 1 us and its process lingers; client 4 goes on. The
+    # verdict on 3's process comes when it ends or its grace (2 s) is over, and 4's runs do
+    # not wait for it meanwhile (they did: the calendar sat out the grace at the departure).
+    import time
+
+    cal = make_calendar(clients=2, shared_memory=shm)
+    ns = cal.ns
+    lingers = clients(socket_path, 3, [*sleeps(US), {"op": "exit", "linger": 10}], shm=shm)
+    goes_on = clients(socket_path, 4, sleeps(*[US] * 5), shm=shm)
+    walls: dict[str, float] = {}
+
+    def mark(name: str) -> Callable[[], None]:
+        return lambda: walls.__setitem__(name, time.monotonic())
+
+    keep = [mark("before"), mark("after")]  # cppyy holds no reference
+    ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(US // 2), keep[0])
+    ns.Simulator.Schedule["std::function<void()>"](ns.NanoSeconds(5 * US // 2), keep[1])
+    summary = cal.run()
+    assert goes_on.result()["timers_fired"] == 5
+    assert walls["after"] - walls["before"] < 1.0
+    # The run's end waits out the grace, so the summary has both verdicts.
+    assert [(c["id"], c["departure"], c["process"]) for c in summary["clients"]] == [
+        (3, "left while running", "still runs"),
+        (4, "left while running", "exited with status 0"),
+    ]
+    assert summary["warnings"] == [
+        f"client 3 (pid {lingers.proc.pid}, {_exec_comm()}) left while running: it closed "
+        "its socket, but its process still runs (a departure, not a crash)"]
+
+
 def test_standalone_calendar_names_a_client_whose_process_outlives_its_socket(
     clients, socket_path
 ):

@@ -31,8 +31,6 @@ NS_LOG_COMPONENT_DEFINE("UmlClientProcess");
 namespace
 {
 
-constexpr int EXIT_GRACE_MS = 2000;
-
 // struct pidfd_info as first published (64 bytes) and PIDFD_GET_INFO (Linux 6.13); the
 // exit status of a reaped process is in it from Linux 6.15 on.
 struct PidfdInfo
@@ -272,7 +270,7 @@ ClientProcess::Check() const
         return {};
     }
     pollfd p{m_pidfd, POLLIN, 0};
-    if (poll(&p, 1, EXIT_GRACE_MS) != 1)
+    if (poll(&p, 1, 0) != 1)
     {
         NS_LOG_LOGIC("pid " << m_pid << " still runs");
         return {false, STILL_RUNS};

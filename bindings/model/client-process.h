@@ -38,8 +38,10 @@ class ClientProcess
                                //!< status N", "killed by signal N", "ended (...)"
     };
 
-    /** End::how of a process that outlived its socket. */
+    /** End::how of a process that has not ended (yet). */
     static constexpr const char* STILL_RUNS = "still runs";
+    /** How long a process may take to end after its socket closed (it closes first). */
+    static constexpr int EXIT_GRACE_MS = 2000;
 
     ClientProcess() = default; //!< no process known
     ~ClientProcess();
@@ -64,10 +66,9 @@ class ClientProcess
     std::string Describe() const;
 
     /**
-     * How it stands after its socket closed. Waits up to 2 s for it to end (its socket
-     * closes before it has ended) and never reaps it. The exit status comes from waitid
-     * for a child, else from its pidfd once its parent reaped it (Linux 6.15) or from
-     * /proc while it is a zombie; else it is unknown.
+     * How it stands now; never waits (its pidfd is readable once it has ended) and never
+     * reaps it. The exit status comes from waitid for a child, else from its pidfd once its
+     * parent reaped it (Linux 6.15) or from /proc while it is a zombie; else it is unknown.
      */
     End Check() const;
     /** Close the pidfd (what is known stays). */

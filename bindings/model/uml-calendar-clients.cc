@@ -319,17 +319,84 @@ UmlCalendar::HandleBroadcast(Client* c, const tt::Message& msg)
     c->conn->Ack(msg.seq, 0);
 }
 
-std::string
-UmlCalendar::CheckProcess(Client* c)
+void
+UmlCalendar::WatchProcess(Client* c)
 {
+    int pidfd = c->process.GetPidfd();
+    if (pidfd >= 0 && m_loop->IsWatched(pidfd))
+    {
+        return;
+    }
     ClientProcess::End end = c->process.Check();
+    if (pidfd < 0 || end.how != ClientProcess::STILL_RUNS)
+    {
+        ConcludeProcess(c, end);
+        return;
+    }
+    // Its socket closes before it has ended: the verdict comes when its pidfd says so, or
+    // after the grace, and nobody waits for it meanwhile.
+    NS_LOG_LOGIC(Name(c) << ": its process has not ended yet");
+    auto graceOver =
+        EventLoop::Clock::now() + std::chrono::milliseconds(ClientProcess::EXIT_GRACE_MS);
+    m_loop->Watch(
+        pidfd,
+        [this, c](uint32_t) { ConcludeProcess(c, c->process.Check()); },
+        true);
+    m_loop->SetDeadline(pidfd, graceOver, [this, c] { ConcludeProcess(c, c->process.Check()); });
+}
+
+void
+UmlCalendar::ConcludeProcess(Client* c, const ClientProcess::End& end)
+{
+    int pidfd = c->process.GetPidfd();
+    if (pidfd >= 0 && m_loop->IsWatched(pidfd))
+    {
+        m_loop->Unwatch(pidfd);
+    }
     if (end.abnormal)
     {
         c->departure = end.how;
         c->processEnd = end.how;
         Fail("crash", c, "died: " + end.how);
     }
-    return end.how;
+    if (c->state != State::GONE)
+    {
+        return; // a device saw it go first: its time socket closing tells the rest
+    }
+    c->processEnd = end.how;
+    std::string how = c->departure;
+    if (!end.how.empty())
+    {
+        how += "; its process (" + c->process.Describe() + "): " + end.how;
+        NS_LOG_INFO(Name(c) << ": its process: " << end.how);
+    }
+    c->process.Release();
+    if (end.how == ClientProcess::STILL_RUNS)
+    {
+        Warn(Name(c) + " " + c->departure +
+             ": it closed its socket, but its process still runs (a departure, not a "
+             "crash)");
+    }
+    m_clientDepartedTrace(c->Id(), how);
+}
+
+void
+UmlCalendar::SettleDepartures()
+{
+    // The run is over: the processes not judged yet get the rest of their grace, all at
+    // once (it costs the slowest of them), so that the summary has every verdict.
+    auto judged = [this] {
+        for (const auto& [key, c] : m_clients)
+        {
+            int pidfd = c->process.GetPidfd();
+            if (c->state == State::GONE && pidfd >= 0 && m_loop->IsWatched(pidfd))
+            {
+                return false;
+            }
+        }
+        return true;
+    };
+    m_loop->ServeInnerUntil(judged, 2 * ClientProcess::EXIT_GRACE_MS);
 }
 
 void
@@ -376,21 +443,7 @@ UmlCalendar::Depart(Client* c, bool midMessage)
     {
         Fail("protocol", c, "disconnected in the middle of a message");
     }
-    c->processEnd = CheckProcess(c);
-    c->process.Release();
-    std::string how = c->departure;
-    if (!c->processEnd.empty())
-    {
-        how += "; its process (" + c->process.Describe() + "): " + c->processEnd;
-        NS_LOG_INFO(Name(c) << ": its process: " << c->processEnd);
-    }
-    if (c->processEnd == ClientProcess::STILL_RUNS)
-    {
-        Warn(Name(c) + " " + c->departure +
-             ": it closed its socket, but its process still runs (a departure, not a "
-             "crash)");
-    }
-    m_clientDepartedTrace(c->Id(), how);
+    WatchProcess(c);
 }
 
 } // namespace ns3

@@ -237,6 +237,7 @@ UmlCalendar::Run()
             }
             ProcessOneEvent();
         }
+        SettleDepartures();
     }
     catch (const UmlError& e)
     {
@@ -493,10 +494,16 @@ UmlCalendar::AdmitProcess(int pid, double timeoutS)
     Client* c = it->second.get();
     // Ours, not merely its socket's peer: the exact exit status (rule 9). Set on the client,
     // not registered by id, since a client without an id has none to register.
+    if (c->process.GetPidfd() >= 0 && m_loop->IsWatched(c->process.GetPidfd()))
+    {
+        m_loop->Unwatch(c->process.GetPidfd());
+    }
     c->process = std::move(child);
     if (c->state == State::GONE)
     {
-        CheckProcess(c); // its departure was seen before its pid was known
+        // Its departure was seen before its pid was known: a crash says more.
+        WatchProcess(c);
+        SettleDepartures();
         Fail("setup", c, "left before its first WAIT");
     }
     SyncRequests();
@@ -706,7 +713,7 @@ UmlCalendar::ReportDeparture(uint64_t clientId)
     NS_LOG_FUNCTION(this << clientId);
     if (Client* c = Find(clientId))
     {
-        CheckProcess(c);
+        WatchProcess(c);
     }
 }
 

@@ -246,8 +246,14 @@ class UmlCalendar : public UmlEventList, public UmlGuestScheduler
     void HandleUpdate(Client* c, const tt::Message& msg);
     void HandleBroadcast(Client* c, const tt::Message& msg);
     void Depart(Client* c, bool midMessage);
-    /** Fails with "crash" if c's process died abnormally; else how it stands ("" unknown). */
-    std::string CheckProcess(Client* c);
+    /** Judge c's process once it has ended (or its grace is over), serving the others
+     * meanwhile: "crash" if it died abnormally (docs/DESIGN.md rule 9). */
+    void WatchProcess(Client* c);
+    /** The verdict: fails with "crash" on an abnormal end; for a client that left, records
+     * how its process stood and reports the departure. */
+    void ConcludeProcess(Client* c, const ClientProcess::End& end);
+    /** At the end of a run: wait out the grace of the processes not judged yet. */
+    void SettleDepartures();
 
     // The hand-off policy
     void HoldForAdmission();
