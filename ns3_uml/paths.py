@@ -3,10 +3,11 @@ header cache, logs), and the variables that point at a prebuilt binary instead."
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "executable_override", "is_executable"]
+__all__ = ["cache_dir", "executable_override", "is_executable", "ns3_package_dir"]
 
 
 def cache_dir() -> Path:
@@ -15,6 +16,15 @@ def cache_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "ns3-uml"
+
+
+def ns3_package_dir() -> str:
+    """The ns3 wheel's package directory (its headers and libraries), found without
+    importing it, as CMakeLists.txt finds it."""
+    spec = importlib.util.find_spec("ns3")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the ns3 package (pip install ns3) was not found")
+    return str(list(spec.submodule_search_locations)[0])
 
 
 def is_executable(path: Path) -> bool:

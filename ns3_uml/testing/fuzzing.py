@@ -9,8 +9,6 @@ needed: the targets compile the core's sources again, with the fuzzer's instrume
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
 import os
 import re
 import shutil
@@ -23,7 +21,8 @@ from pathlib import Path
 from ..host import ensure_host_packages
 from ..lock import exclusive
 from ..log import get_logger
-from ..paths import cache_dir
+from ..paths import cache_dir, ns3_package_dir
+from .source_key import source_files, source_key
 
 __all__ = ["FUZZERS", "FuzzRun", "build", "corpus", "run"]
 
@@ -47,32 +46,11 @@ def corpus(source: Path, fuzzer: str) -> Path:
     return source / "fuzz" / "corpus" / fuzzer.removesuffix("-fuzzer")
 
 
-def _inputs(source: Path) -> list[Path]:
-    files = [source / "CMakeLists.txt"]
-    for top in ("bindings", "fuzz"):
-        files += sorted(p for p in (source / top).rglob("*")
-                        if p.suffix in (".cc", ".h", ".txt") and p.is_file())
-    return files
-
-
 def build_key(source: Path) -> str:
     """Short hash over the sources the targets are built from, the compiler and ns-3."""
-    h = hashlib.sha256(f"ns3-uml fuzzers v{FUZZ_BUILD_VERSION}\n".encode())
-    for path in _inputs(source):
-        h.update(f"{path.relative_to(source)}\n".encode() + path.read_bytes())
-    version = subprocess.run([COMPILER, "--version"], capture_output=True, text=True,
-                             check=True).stdout
-    h.update(version.encode() + _ns3_dir().encode())
-    return h.hexdigest()[:16]
-
-
-def _ns3_dir() -> str:
-    """The ns3 wheel's package directory (its headers and libraries), found without
-    importing it, as CMakeLists.txt finds it."""
-    spec = importlib.util.find_spec("ns3")
-    if spec is None or not spec.submodule_search_locations:
-        raise FuzzBuildError("the ns3 package (pip install ns3) was not found")
-    return str(list(spec.submodule_search_locations)[0])
+    code = (".cc", ".h", ".txt")
+    files = source_files(source, {"bindings": code, "fuzz": code})
+    return source_key(source, f"ns3-uml fuzzers v{FUZZ_BUILD_VERSION}", files, COMPILER)
 
 
 def build(source: Path) -> dict[str, Path]:
@@ -94,7 +72,7 @@ def build(source: Path) -> dict[str, Path]:
         _log.info(f"Building the fuzz targets into {final}")
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         _cmake(["-S", str(source), "-B", str(work), *generator, "-DNS3_UML_FUZZ=ON",
-                f"-DCMAKE_CXX_COMPILER={COMPILER}", f"-DNS3_DIR={_ns3_dir()}",
+                f"-DCMAKE_CXX_COMPILER={COMPILER}", f"-DNS3_DIR={ns3_package_dir()}",
                 f"-DPython3_EXECUTABLE={sys.executable}"])
         _cmake(["--build", str(work), "--target", "fuzzers", "-j", str(os.cpu_count() or 1)])
         shutil.rmtree(final, ignore_errors=True)
