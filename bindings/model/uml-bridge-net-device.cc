@@ -57,8 +57,8 @@ UmlBridgeNetDevice::GetTypeId()
 }
 
 UmlBridgeNetDevice::UmlBridgeNetDevice()
-    : m_mode(Mode::BRIDGE),
-      m_flowControl(true),
+    : m_flowControl(true),
+      m_mode(Mode::BRIDGE),
       m_ifIndex(0),
       m_mtu(1500)
 {
