@@ -323,9 +323,9 @@ void
 UmlCalendar::WatchProcess(Client* c)
 {
     int pidfd = c->process.GetPidfd();
-    if (pidfd >= 0 && m_loop->IsWatched(pidfd))
+    if (m_loop->IsWatched(pidfd))
     {
-        return;
+        return; // watched already
     }
     ClientProcess::End end = c->process.Check();
     if (pidfd < 0 || end.how != ClientProcess::STILL_RUNS)
@@ -348,11 +348,7 @@ UmlCalendar::WatchProcess(Client* c)
 void
 UmlCalendar::ConcludeProcess(Client* c, const ClientProcess::End& end)
 {
-    int pidfd = c->process.GetPidfd();
-    if (pidfd >= 0 && m_loop->IsWatched(pidfd))
-    {
-        m_loop->Unwatch(pidfd);
-    }
+    m_loop->Unwatch(c->process.GetPidfd());
     if (end.abnormal)
     {
         c->departure = end.how;
@@ -388,8 +384,7 @@ UmlCalendar::SettleDepartures()
     auto judged = [this] {
         for (const auto& [key, c] : m_clients)
         {
-            int pidfd = c->process.GetPidfd();
-            if (c->state == State::GONE && pidfd >= 0 && m_loop->IsWatched(pidfd))
+            if (c->state == State::GONE && m_loop->IsWatched(c->process.GetPidfd()))
             {
                 return false;
             }

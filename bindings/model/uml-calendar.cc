@@ -494,10 +494,7 @@ UmlCalendar::AdmitProcess(int pid, double timeoutS)
     Client* c = it->second.get();
     // Ours, not merely its socket's peer: the exact exit status (rule 9). Set on the client,
     // not registered by id, since a client without an id has none to register.
-    if (c->process.GetPidfd() >= 0 && m_loop->IsWatched(c->process.GetPidfd()))
-    {
-        m_loop->Unwatch(c->process.GetPidfd());
-    }
+    m_loop->Unwatch(c->process.GetPidfd()); // the peer's, if its departure is being judged
     c->process = std::move(child);
     if (c->state == State::GONE)
     {
