@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -829,8 +830,6 @@ def test_a_connection_that_sends_a_few_bytes_has_no_id(make_calendar, socket_pat
 def test_a_message_that_stops_halfway_fails_within_one_limit(make_calendar, socket_path):
     # Nothing else happens, and the admission's own limit is far: the message's deadline
     # (MessageTimeout from its first byte) is what ends the wait.
-    import time
-
     cal = make_calendar(clients=1, message_timeout=1.0, connect_timeout=30.0)
     hostile = HostileTTClient(str(socket_path))
     hostile.connect()
@@ -852,7 +851,6 @@ def test_a_busy_loop_keeps_its_time_limit():
     # A descriptor that is always ready (nobody reads it) keeps epoll_wait from ever
     # returning 0: the limit must hold anyway.
     import socket
-    import time
 
     import cppyy
 
@@ -885,8 +883,6 @@ def test_a_busy_loop_keeps_its_time_limit():
 @pytest.mark.parametrize("when", ["admission", "running"])
 def test_a_get_storm_does_not_postpone_the_limits(make_calendar, clients, socket_path, when):
     # GETs back to back for far longer than the limit: it must hold all the same.
-    import time
-
     storm = [{"op": "get_storm", "seconds": 30}]
     if when == "admission":
         cal = make_calendar(clients=1, connect_timeout=1.0)
@@ -978,8 +974,6 @@ def test_standalone_calendar_error_is_one_line(clients, socket_path):
 
 
 def test_standalone_calendar_stops_on_ctrl_c(socket_path):
-    import time
-
     cli = _cli(socket_path, "--clients", "1")
     # Interrupt it while it waits for its client, inside the C++ poll loop.
     time.sleep(1.0)
@@ -1020,8 +1014,6 @@ def test_standalone_calendar_names_a_killed_client_as_a_crash(clients, socket_pa
     # Nobody registered its pid: the calendar learnt it from the socket. It is not the
     # calendar's child: its status is read while it is a zombie, or from its pidfd once
     # its parent (here, the test) has reaped it (Linux 6.15; the host runs 6.18).
-    import time
-
     cli = _cli(socket_path, "--clients", "2")
     mark = tmp_path / "hanging"
     victim = clients(socket_path, 9, [*sleeps(1000), {"op": "hang", "mark": str(mark)}])
@@ -1049,8 +1041,6 @@ def test_nobody_waits_for_the_process_of_a_client_that_left(
     # Client 3 closes its socket at 1 us and its process lingers; client 4 goes on. The
     # verdict on 3's process comes when it ends or its grace (2 s) is over, and 4's runs do
     # not wait for it meanwhile (they did: the calendar sat out the grace at the departure).
-    import time
-
     cal = make_calendar(clients=2, shared_memory=shm)
     ns = cal.ns
     lingers = clients(socket_path, 3, [*sleeps(US), {"op": "exit", "linger": 10}], shm=shm)

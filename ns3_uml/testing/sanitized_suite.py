@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         print("run it from a source tree (it needs tests/ and bindings/)", file=sys.stderr)
         return 2
     python = build(source)
-    if b"__asan_report_load" not in core_library(python).read_bytes():
-        print(f"{core_library(python)} is not built with ASan", file=sys.stderr)
+    core = core_library(python)
+    if b"__asan_report_load" not in core.read_bytes():
+        print(f"{core} is not built with ASan", file=sys.stderr)
         return 1
     result = run(python, source, source / "runs" / "sanitized", ["-q", "-rf", *args])
     print(result.report() if not result.ok else
